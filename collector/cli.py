@@ -1,0 +1,110 @@
+"""`wardwatch-collector`: one entry point, one module per command group (imported only when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from collector import __version__
+from collector.errors import CollectorError
+
+PROG = "wardwatch-collector"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("WARDWATCH_DATA")
+    if env:
+        return Path(env)
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", r"C:\ProgramData")) / "WardWatch" / "collector"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "wardwatch" / "collector"
+
+
+def _handler(target: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        module_name, func_name = target.split(":")
+        return getattr(importlib.import_module(module_name), func_name)(args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="WardWatch collector.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--data", type=Path, default=None, help="data directory (default: $WARDWATCH_DATA)")
+    p.add_argument("--db", default=None, help="database URL (default: SQLite in the data directory, or config)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail (never alert content)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("init", help="create the CA, keys, configuration and database")
+    s.add_argument("--san", action="append", default=[], help="extra DNS name or IP for the server certificate")
+    s.add_argument("--site", default="Main site", help="name of the first site (default: 'Main site')")
+    s.set_defaults(func=_handler("collector.setup:cmd_init"))
+
+    s = sub.add_parser("serve", help="run the gRPC gateway and the web console")
+    s.add_argument("--listen", default=None, help="mTLS gRPC address HOST:PORT (default 0.0.0.0:50051)")
+    s.add_argument("--enrol-listen", default=None,
+                   help="enrolment address HOST:PORT (default: the --listen host, port + 1)")
+    s.add_argument("--web", default=None, help="web console address HOST:PORT (default 127.0.0.1:8080)")
+    s.add_argument("--workers", type=int, default=1, help="collector processes on this host")
+    s.set_defaults(func=_handler("collector.serve:cmd_serve"))
+
+    tok = sub.add_parser("token", help="enrolment tokens").add_subparsers(dest="token_cmd", required=True)
+    s = tok.add_parser("create", help="print a one-line enrolment string")
+    s.add_argument("--ttl", default="24h", help="lifetime, e.g. 30m, 24h, 7d (default 24h)")
+    s.add_argument("--uses", type=int, default=1, help="how many devices may enrol with it (default 1)")
+    s.add_argument("--site", default=None, help="site the devices join (default: the first site)")
+    s.add_argument("--age-band", choices=["primary", "secondary", "staff"], default="secondary")
+    s.add_argument("--address", default=None, help="collector HOST:PORT agents should dial (default: as served)")
+    s.add_argument("--enrol-address", default=None, help="enrolment HOST:PORT (default: as served)")
+    s.set_defaults(func=_handler("collector.tokens:cmd_token_create"))
+    s = tok.add_parser("revoke", help="revoke a token by its id")
+    s.add_argument("token_id")
+    s.set_defaults(func=_handler("collector.tokens:cmd_token_revoke"))
+    s = tok.add_parser("list", help="list tokens")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_handler("collector.tokens:cmd_token_list"))
+
+    al = sub.add_parser("alerts", help="stored alerts").add_subparsers(dest="alerts_cmd", required=True)
+    s = al.add_parser("list", help="list alerts")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.add_argument("--limit", type=int, default=None)
+    s.set_defaults(func=_handler("collector.alerts_cli:cmd_alerts_list"))
+    s = al.add_parser("verify", help="re-verify the signature of every stored alert")
+    s.set_defaults(func=_handler("collector.alerts_cli:cmd_alerts_verify"))
+
+    ag = sub.add_parser("agents", help="enrolled devices").add_subparsers(dest="agents_cmd", required=True)
+    s = ag.add_parser("list", help="list devices")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_handler("collector.alerts_cli:cmd_agents_list"))
+    s = ag.add_parser("revoke", help="revoke a device's certificate")
+    s.add_argument("agent_id")
+    s.set_defaults(func=_handler("collector.alerts_cli:cmd_agents_revoke"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data is None:
+        args.data = default_data_dir()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except CollectorError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
