@@ -1,0 +1,153 @@
+"""The collector's tables. Schema changes go through Alembic migrations in collector/store/migrations/."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import JSON
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: DateTime(timezone=True)}
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # primary | secondary | staff: the default age band for devices enrolled into this site.
+    default_age_band: Mapped[str] = mapped_column(String(16), default="secondary")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class EnrolmentToken(Base):
+    __tablename__ = "enrolment_tokens"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # short public id, safe to print and log
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the secret; the secret is not kept
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    age_band: Mapped[str] = mapped_column(String(16), default="secondary")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    uses_allowed: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    site: Mapped[Site] = relationship()
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # sha256(identity SPKI)[:32]
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    identity_public_key: Mapped[bytes] = mapped_column(LargeBinary)  # Ed25519 SPKI DER
+    cert_serial: Mapped[str] = mapped_column(String(64))
+    cert_not_after: Mapped[dt.datetime]
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    os: Mapped[str] = mapped_column(String(64), default="")
+    os_version: Mapped[str] = mapped_column(String(255), default="")
+    agent_version: Mapped[str] = mapped_column(String(32), default="")
+    bundle_version: Mapped[str] = mapped_column(String(64), default="")
+    age_band: Mapped[str] = mapped_column(String(16), default="secondary")
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | revoked | removed
+    enrolled_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    enrolled_with_token: Mapped[str | None] = mapped_column(String(16), default=None)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_instance_id: Mapped[str] = mapped_column(String(64), default="")
+    clock_skew_s: Mapped[float | None] = mapped_column(Float, default=None)
+    coverage_gaps: Mapped[list] = mapped_column(JSON, default=list)
+    spool_depth: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    site: Mapped[Site] = relationship()
+
+
+class Alert(Base):
+    """One signed alert from one agent. `payload` and `signature` are the evidence, kept byte for byte."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "seq", name="uq_alerts_agent_seq"),
+        Index("ix_alerts_queue", "state", "severity", "received_at"),
+        Index("ix_alerts_user", "user_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # keyword | usb | coverage | test | dropped | notice
+    category: Mapped[str] = mapped_column(String(32), default="")
+    severity: Mapped[int] = mapped_column(Integer, default=0)
+    rule: Mapped[str] = mapped_column(String(128), default="")
+    confidence: Mapped[float] = mapped_column(Float, default=1.0)
+    source: Mapped[str] = mapped_column(String(16), default="")  # typed | deleted | title
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    user_name: Mapped[str] = mapped_column(String(255), default="")
+    age_band: Mapped[str] = mapped_column(String(16), default="")
+    # Alert content: what a DSL reviews. Never logged.
+    matched: Mapped[str] = mapped_column(Text, default="")
+    context: Mapped[str] = mapped_column(Text, default="")
+    window_title: Mapped[str] = mapped_column(Text, default="")
+    application: Mapped[str] = mapped_column(String(255), default="")
+    details: Mapped[dict] = mapped_column(JSON, default=dict)  # usb / coverage / dropped details
+    bundle_version: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime]  # as stated by the agent (signed)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(24), default="new")
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    signature_ok: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    agent: Mapped[Agent] = relationship()
+
+
+class Bundle(Base):
+    """A published, signed keyword bundle. site_id NULL = the trust-wide default."""
+
+    __tablename__ = "bundles"
+    __table_args__ = (UniqueConstraint("version", name="uq_bundles_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), default=None)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    published_by: Mapped[str] = mapped_column(String(255), default="")
+
+
+class AgentCommand(Base):
+    """A command queued for one agent, delivered over its Commands stream and acknowledged by it."""
+
+    __tablename__ = "agent_commands"
+    __table_args__ = (Index("ix_agent_commands_pending", "agent_id", "acked_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    kind: Mapped[str] = mapped_column(String(32))  # update_bundle | rekey | renew_now | ping | set_policy | uninstall
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    acked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    ok: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    detail: Mapped[str] = mapped_column(Text, default="")
