@@ -85,6 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
     s = ag.add_parser("revoke", help="revoke a device's certificate")
     s.add_argument("agent_id")
     s.set_defaults(func=_handler("collector.alerts_cli:cmd_agents_revoke"))
+    us = sub.add_parser("user", help="console accounts").add_subparsers(dest="user_cmd", required=True)
+    s = us.add_parser("add", help="create an account and print its one-time setup link")
+    s.add_argument("username")
+    s.add_argument("--role", required=True,
+                   choices=["dsl", "deputy-dsl", "headteacher", "technician", "governor", "admin"])
+    s.add_argument("--site", action="append", default=[], help="site the user may see (repeatable)")
+    s.add_argument("--name", default="", help="display name")
+    s.add_argument("--email", default="", help="e-mail for imminent-risk paging and reports")
+    s.set_defaults(func=_handler("collector.accounts_cli:cmd_user_add"))
+    s = us.add_parser("list", help="list accounts")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_handler("collector.accounts_cli:cmd_user_list"))
+    s = us.add_parser("disable", help="disable an account")
+    s.add_argument("username")
+    s.set_defaults(func=_handler("collector.accounts_cli:cmd_user_disable"))
+    s = us.add_parser("reset", help="print a new one-time setup link (password and TOTP)")
+    s.add_argument("username")
+    s.set_defaults(func=_handler("collector.accounts_cli:cmd_user_reset"))
+
+    au = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(dest="audit_cmd", required=True)
+    s = au.add_parser("verify", help="check the whole hash chain and its signatures")
+    s.set_defaults(func=_handler("collector.audit_cli:cmd_audit_verify"))
+    s = au.add_parser("list", help="print audit entries")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, default=50)
+    s.set_defaults(func=_handler("collector.audit_cli:cmd_audit_list"))
     return p
 
 
