@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[agent,collector,dev]'
+	$(BIN)/pip install -q -e '.[agent,collector,dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 # Regenerates the wire code from protos/*.proto; the output is committed so a fresh clone needs no protoc.

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/wardwatch.proto\x12\x0cwardwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x1b\n\x13identity_public_key\x18\x03 \x01(\x0c\x12\x16\n\x0eidentity_proof\x18\x04 \x01(\x0c\x12$\n\x04host\x18\x05 \x01(\x0b\x32\x16.wardwatch.v1.HostInfo\"\x8c\x01\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x03 \x01(\x0c\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x19\n\x11\x62undle_public_key\x18\x05 \x01(\x0c\x12\x10\n\x08\x61ge_band\x18\x06 \x01(\t\"7\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\x12\x16\n\x0eidentity_proof\x18\x02 \x01(\x0c\">\n\rRenewResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x02 \x01(\x0c\"g\n\x08HostInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x12\n\nos_version\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x12\n\nmachine_id\x18\x05 \x01(\t\"\xa2\x04\n\x05\x41lert\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12%\n\x04kind\x18\x06 \x01(\x0e\x32\x17.wardwatch.v1.AlertKind\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12\x10\n\x08severity\x18\x08 \x01(\r\x12\x0c\n\x04rule\x18\t \x01(\t\x12\x12\n\nconfidence\x18\n \x01(\x02\x12\x0f\n\x07matched\x18\x0b \x01(\t\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\t\x12(\n\x06source\x18\r \x01(\x0e\x32\x18.wardwatch.v1.TextSource\x12\x14\n\x0cwindow_title\x18\x0e \x01(\t\x12\x13\n\x0b\x61pplication\x18\x0f \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x10 \x01(\t\x12\x10\n\x08\x61ge_band\x18\x11 \x01(\t\x12\x15\n\ragent_version\x18\x12 \x01(\t\x12%\n\x03usb\x18\x14 \x01(\x0b\x32\x18.wardwatch.v1.UsbDetails\x12/\n\x08\x63overage\x18\x15 \x01(\x0b\x32\x1d.wardwatch.v1.CoverageDetails\x12-\n\x07\x64ropped\x18\x16 \x01(\x0b\x32\x1c.wardwatch.v1.DroppedDetails\"\xcf\x01\n\nUsbDetails\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x12\n\nfilesystem\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06vendor\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0e\n\x06serial\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x10\n\x08\x65vidence\x18\t \x03(\t\x12\x10\n\x08\x61pproved\x18\n \x01(\x08\x12\x17\n\x0fos_write_policy\x18\x0b \x01(\t\".\n\x0f\x43overageDetails\x12\x0b\n\x03gap\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"Z\n\x0e\x44roppedDetails\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x14\n\x0cmax_severity\x18\x04 \x01(\r\"A\n\x0bSignedAlert\x12\r\n\x05\x61lert\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"?\n\x12UploadBatchRequest\x12)\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x19.wardwatch.v1.SignedAlert\"\xd7\x01\n\x08\x41lertAck\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.wardwatch.v1.AlertAck.Status\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x61lert_id\x18\x05 \x01(\t\"^\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_STORED\x10\x01\x12\x14\n\x10STATUS_DUPLICATE\x10\x02\x12\x13\n\x0fSTATUS_REJECTED\x10\x03\";\n\x13UploadBatchResponse\x12$\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x16.wardwatch.v1.AlertAck\"\x8e\x02\n\x10HeartbeatRequest\x12)\n\x05\x63lock\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x04host\x18\x02 \x01(\x0b\x32\x16.wardwatch.v1.HostInfo\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\x12+\n\x04gaps\x18\x04 \x03(\x0b\x32\x1d.wardwatch.v1.CoverageDetails\x12\x13\n\x0bspool_depth\x18\x05 \x01(\x04\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\x12\x0c\n\x04user\x18\x08 \x01(\t\x12\x1a\n\x12\x63onfirmed_commands\x18\t \x03(\t\"\x81\x01\n\x11HeartbeatResponse\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15latest_bundle_version\x18\x02 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\r\"@\n\x12\x46\x65tchBundleRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\t\x12\x14\n\x0cwant_version\x18\x02 \x01(\t\"_\n\x13\x46\x65tchBundleResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x14\n\x0cnot_modified\x18\x04 \x01(\x08\"&\n\x0f\x43ommandsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\xa6\x02\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\rupdate_bundle\x18\x02 \x01(\x0b\x32\x1a.wardwatch.v1.UpdateBundleH\x00\x12$\n\x05rekey\x18\x03 \x01(\x0b\x32\x13.wardwatch.v1.RekeyH\x00\x12+\n\trenew_now\x18\x04 \x01(\x0b\x32\x16.wardwatch.v1.RenewNowH\x00\x12\"\n\x04ping\x18\x05 \x01(\x0b\x32\x12.wardwatch.v1.PingH\x00\x12-\n\nset_policy\x18\x06 \x01(\x0b\x32\x17.wardwatch.v1.SetPolicyH\x00\x12,\n\tuninstall\x18\x07 \x01(\x0b\x32\x17.wardwatch.v1.UninstallH\x00\x42\x06\n\x04kind\"\x1f\n\x0cUpdateBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x17\n\x05Rekey\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\n\n\x08RenewNow\"\x06\n\x04Ping\" \n\tSetPolicy\x12\x13\n\x0bpolicy_json\x18\x01 \x01(\x0c\"\x0b\n\tUninstall\"?\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x14\n\x12\x43ommandAckResponse*\xb0\x01\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41LERT_KIND_KEYWORD\x10\x01\x12\x12\n\x0e\x41LERT_KIND_USB\x10\x02\x12\x17\n\x13\x41LERT_KIND_COVERAGE\x10\x03\x12\x13\n\x0f\x41LERT_KIND_TEST\x10\x04\x12\x16\n\x12\x41LERT_KIND_DROPPED\x10\x05\x12\x15\n\x11\x41LERT_KIND_NOTICE\x10\x06*p\n\nTextSource\x12\x1b\n\x17TEXT_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TEXT_SOURCE_TYPED\x10\x01\x12\x17\n\x13TEXT_SOURCE_DELETED\x10\x02\x12\x15\n\x11TEXT_SOURCE_TITLE\x10\x03\x32\xa7\x04\n\x0c\x41gentGateway\x12\x43\n\x06\x45nroll\x12\x1b.wardwatch.v1.EnrollRequest\x1a\x1c.wardwatch.v1.EnrollResponse\x12R\n\x0bUploadBatch\x12 .wardwatch.v1.UploadBatchRequest\x1a!.wardwatch.v1.UploadBatchResponse\x12L\n\tHeartbeat\x12\x1e.wardwatch.v1.HeartbeatRequest\x1a\x1f.wardwatch.v1.HeartbeatResponse\x12R\n\x0b\x46\x65tchBundle\x12 .wardwatch.v1.FetchBundleRequest\x1a!.wardwatch.v1.FetchBundleResponse\x12K\n\x10RenewCertificate\x12\x1a.wardwatch.v1.RenewRequest\x1a\x1b.wardwatch.v1.RenewResponse\x12\x42\n\x08\x43ommands\x12\x1d.wardwatch.v1.CommandsRequest\x1a\x15.wardwatch.v1.Command0\x01\x12K\n\nAckCommand\x12\x1b.wardwatch.v1.CommandResult\x1a .wardwatch.v1.CommandAckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/wardwatch.proto\x12\x0cwardwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x01\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x1b\n\x13identity_public_key\x18\x03 \x01(\x0c\x12\x16\n\x0eidentity_proof\x18\x04 \x01(\x0c\x12$\n\x04host\x18\x05 \x01(\x0b\x32\x16.wardwatch.v1.HostInfo\"\x8c\x01\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x03 \x01(\x0c\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x19\n\x11\x62undle_public_key\x18\x05 \x01(\x0c\x12\x10\n\x08\x61ge_band\x18\x06 \x01(\t\"7\n\x0cRenewRequest\x12\x0f\n\x07\x63sr_pem\x18\x01 \x01(\x0c\x12\x16\n\x0eidentity_proof\x18\x02 \x01(\x0c\">\n\rRenewResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x02 \x01(\x0c\"g\n\x08HostInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x12\n\nos_version\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x12\n\nmachine_id\x18\x05 \x01(\t\"\xa2\x04\n\x05\x41lert\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12%\n\x04kind\x18\x06 \x01(\x0e\x32\x17.wardwatch.v1.AlertKind\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12\x10\n\x08severity\x18\x08 \x01(\r\x12\x0c\n\x04rule\x18\t \x01(\t\x12\x12\n\nconfidence\x18\n \x01(\x02\x12\x0f\n\x07matched\x18\x0b \x01(\t\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\t\x12(\n\x06source\x18\r \x01(\x0e\x32\x18.wardwatch.v1.TextSource\x12\x14\n\x0cwindow_title\x18\x0e \x01(\t\x12\x13\n\x0b\x61pplication\x18\x0f \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x10 \x01(\t\x12\x10\n\x08\x61ge_band\x18\x11 \x01(\t\x12\x15\n\ragent_version\x18\x12 \x01(\t\x12%\n\x03usb\x18\x14 \x01(\x0b\x32\x18.wardwatch.v1.UsbDetails\x12/\n\x08\x63overage\x18\x15 \x01(\x0b\x32\x1d.wardwatch.v1.CoverageDetails\x12-\n\x07\x64ropped\x18\x16 \x01(\x0b\x32\x1c.wardwatch.v1.DroppedDetails\"\xcf\x01\n\nUsbDetails\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0e\n\x06scheme\x18\x02 \x01(\t\x12\x12\n\nfilesystem\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06vendor\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0e\n\x06serial\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x10\n\x08\x65vidence\x18\t \x03(\t\x12\x10\n\x08\x61pproved\x18\n \x01(\x08\x12\x17\n\x0fos_write_policy\x18\x0b \x01(\t\".\n\x0f\x43overageDetails\x12\x0b\n\x03gap\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"Z\n\x0e\x44roppedDetails\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x14\n\x0cmax_severity\x18\x04 \x01(\r\"A\n\x0bSignedAlert\x12\r\n\x05\x61lert\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"?\n\x12UploadBatchRequest\x12)\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x19.wardwatch.v1.SignedAlert\"\xe9\x01\n\x08\x41lertAck\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.wardwatch.v1.AlertAck.Status\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x61lert_id\x18\x05 \x01(\t\"p\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_STORED\x10\x01\x12\x14\n\x10STATUS_DUPLICATE\x10\x02\x12\x13\n\x0fSTATUS_REJECTED\x10\x03\x12\x10\n\x0cSTATUS_RETRY\x10\x04\";\n\x13UploadBatchResponse\x12$\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x16.wardwatch.v1.AlertAck\"\x8e\x02\n\x10HeartbeatRequest\x12)\n\x05\x63lock\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x04host\x18\x02 \x01(\x0b\x32\x16.wardwatch.v1.HostInfo\x12\x16\n\x0e\x62undle_version\x18\x03 \x01(\t\x12+\n\x04gaps\x18\x04 \x03(\x0b\x32\x1d.wardwatch.v1.CoverageDetails\x12\x13\n\x0bspool_depth\x18\x05 \x01(\x04\x12\x10\n\x08last_seq\x18\x06 \x01(\x04\x12\x13\n\x0binstance_id\x18\x07 \x01(\t\x12\x0c\n\x04user\x18\x08 \x01(\t\x12\x1a\n\x12\x63onfirmed_commands\x18\t \x03(\t\"\x81\x01\n\x11HeartbeatResponse\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15latest_bundle_version\x18\x02 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\r\"@\n\x12\x46\x65tchBundleRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\t\x12\x14\n\x0cwant_version\x18\x02 \x01(\t\"_\n\x13\x46\x65tchBundleResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x14\n\x0cnot_modified\x18\x04 \x01(\x08\"&\n\x0f\x43ommandsRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\"\xa6\x02\n\x07\x43ommand\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\rupdate_bundle\x18\x02 \x01(\x0b\x32\x1a.wardwatch.v1.UpdateBundleH\x00\x12$\n\x05rekey\x18\x03 \x01(\x0b\x32\x13.wardwatch.v1.RekeyH\x00\x12+\n\trenew_now\x18\x04 \x01(\x0b\x32\x16.wardwatch.v1.RenewNowH\x00\x12\"\n\x04ping\x18\x05 \x01(\x0b\x32\x12.wardwatch.v1.PingH\x00\x12-\n\nset_policy\x18\x06 \x01(\x0b\x32\x17.wardwatch.v1.SetPolicyH\x00\x12,\n\tuninstall\x18\x07 \x01(\x0b\x32\x17.wardwatch.v1.UninstallH\x00\x42\x06\n\x04kind\"\x1f\n\x0cUpdateBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x17\n\x05Rekey\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\n\n\x08RenewNow\"\x06\n\x04Ping\" \n\tSetPolicy\x12\x13\n\x0bpolicy_json\x18\x01 \x01(\x0c\"\x0b\n\tUninstall\"?\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x14\n\x12\x43ommandAckResponse*\xb0\x01\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41LERT_KIND_KEYWORD\x10\x01\x12\x12\n\x0e\x41LERT_KIND_USB\x10\x02\x12\x17\n\x13\x41LERT_KIND_COVERAGE\x10\x03\x12\x13\n\x0f\x41LERT_KIND_TEST\x10\x04\x12\x16\n\x12\x41LERT_KIND_DROPPED\x10\x05\x12\x15\n\x11\x41LERT_KIND_NOTICE\x10\x06*p\n\nTextSource\x12\x1b\n\x17TEXT_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TEXT_SOURCE_TYPED\x10\x01\x12\x17\n\x13TEXT_SOURCE_DELETED\x10\x02\x12\x15\n\x11TEXT_SOURCE_TITLE\x10\x03\x32\xa7\x04\n\x0c\x41gentGateway\x12\x43\n\x06\x45nroll\x12\x1b.wardwatch.v1.EnrollRequest\x1a\x1c.wardwatch.v1.EnrollResponse\x12R\n\x0bUploadBatch\x12 .wardwatch.v1.UploadBatchRequest\x1a!.wardwatch.v1.UploadBatchResponse\x12L\n\tHeartbeat\x12\x1e.wardwatch.v1.HeartbeatRequest\x1a\x1f.wardwatch.v1.HeartbeatResponse\x12R\n\x0b\x46\x65tchBundle\x12 .wardwatch.v1.FetchBundleRequest\x1a!.wardwatch.v1.FetchBundleResponse\x12K\n\x10RenewCertificate\x12\x1a.wardwatch.v1.RenewRequest\x1a\x1b.wardwatch.v1.RenewResponse\x12\x42\n\x08\x43ommands\x12\x1d.wardwatch.v1.CommandsRequest\x1a\x15.wardwatch.v1.Command0\x01\x12K\n\nAckCommand\x12\x1b.wardwatch.v1.CommandResult\x1a .wardwatch.v1.CommandAckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.wardwatch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALERTKIND']._serialized_start=3011
-  _globals['_ALERTKIND']._serialized_end=3187
-  _globals['_TEXTSOURCE']._serialized_start=3189
-  _globals['_TEXTSOURCE']._serialized_end=3301
+  _globals['_ALERTKIND']._serialized_start=3029
+  _globals['_ALERTKIND']._serialized_end=3205
+  _globals['_TEXTSOURCE']._serialized_start=3207
+  _globals['_TEXTSOURCE']._serialized_end=3319
   _globals['_ENROLLREQUEST']._serialized_start=74
   _globals['_ENROLLREQUEST']._serialized_end=212
   _globals['_ENROLLRESPONSE']._serialized_start=215
@@ -59,39 +59,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADBATCHREQUEST']._serialized_start=1549
   _globals['_UPLOADBATCHREQUEST']._serialized_end=1612
   _globals['_ALERTACK']._serialized_start=1615
-  _globals['_ALERTACK']._serialized_end=1830
+  _globals['_ALERTACK']._serialized_end=1848
   _globals['_ALERTACK_STATUS']._serialized_start=1736
-  _globals['_ALERTACK_STATUS']._serialized_end=1830
-  _globals['_UPLOADBATCHRESPONSE']._serialized_start=1832
-  _globals['_UPLOADBATCHRESPONSE']._serialized_end=1891
-  _globals['_HEARTBEATREQUEST']._serialized_start=1894
-  _globals['_HEARTBEATREQUEST']._serialized_end=2164
-  _globals['_HEARTBEATRESPONSE']._serialized_start=2167
-  _globals['_HEARTBEATRESPONSE']._serialized_end=2296
-  _globals['_FETCHBUNDLEREQUEST']._serialized_start=2298
-  _globals['_FETCHBUNDLEREQUEST']._serialized_end=2362
-  _globals['_FETCHBUNDLERESPONSE']._serialized_start=2364
-  _globals['_FETCHBUNDLERESPONSE']._serialized_end=2459
-  _globals['_COMMANDSREQUEST']._serialized_start=2461
-  _globals['_COMMANDSREQUEST']._serialized_end=2499
-  _globals['_COMMAND']._serialized_start=2502
-  _globals['_COMMAND']._serialized_end=2796
-  _globals['_UPDATEBUNDLE']._serialized_start=2798
-  _globals['_UPDATEBUNDLE']._serialized_end=2829
-  _globals['_REKEY']._serialized_start=2831
-  _globals['_REKEY']._serialized_end=2854
-  _globals['_RENEWNOW']._serialized_start=2856
-  _globals['_RENEWNOW']._serialized_end=2866
-  _globals['_PING']._serialized_start=2868
-  _globals['_PING']._serialized_end=2874
-  _globals['_SETPOLICY']._serialized_start=2876
-  _globals['_SETPOLICY']._serialized_end=2908
-  _globals['_UNINSTALL']._serialized_start=2910
-  _globals['_UNINSTALL']._serialized_end=2921
-  _globals['_COMMANDRESULT']._serialized_start=2923
-  _globals['_COMMANDRESULT']._serialized_end=2986
-  _globals['_COMMANDACKRESPONSE']._serialized_start=2988
-  _globals['_COMMANDACKRESPONSE']._serialized_end=3008
-  _globals['_AGENTGATEWAY']._serialized_start=3304
-  _globals['_AGENTGATEWAY']._serialized_end=3855
+  _globals['_ALERTACK_STATUS']._serialized_end=1848
+  _globals['_UPLOADBATCHRESPONSE']._serialized_start=1850
+  _globals['_UPLOADBATCHRESPONSE']._serialized_end=1909
+  _globals['_HEARTBEATREQUEST']._serialized_start=1912
+  _globals['_HEARTBEATREQUEST']._serialized_end=2182
+  _globals['_HEARTBEATRESPONSE']._serialized_start=2185
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2314
+  _globals['_FETCHBUNDLEREQUEST']._serialized_start=2316
+  _globals['_FETCHBUNDLEREQUEST']._serialized_end=2380
+  _globals['_FETCHBUNDLERESPONSE']._serialized_start=2382
+  _globals['_FETCHBUNDLERESPONSE']._serialized_end=2477
+  _globals['_COMMANDSREQUEST']._serialized_start=2479
+  _globals['_COMMANDSREQUEST']._serialized_end=2517
+  _globals['_COMMAND']._serialized_start=2520
+  _globals['_COMMAND']._serialized_end=2814
+  _globals['_UPDATEBUNDLE']._serialized_start=2816
+  _globals['_UPDATEBUNDLE']._serialized_end=2847
+  _globals['_REKEY']._serialized_start=2849
+  _globals['_REKEY']._serialized_end=2872
+  _globals['_RENEWNOW']._serialized_start=2874
+  _globals['_RENEWNOW']._serialized_end=2884
+  _globals['_PING']._serialized_start=2886
+  _globals['_PING']._serialized_end=2892
+  _globals['_SETPOLICY']._serialized_start=2894
+  _globals['_SETPOLICY']._serialized_end=2926
+  _globals['_UNINSTALL']._serialized_start=2928
+  _globals['_UNINSTALL']._serialized_end=2939
+  _globals['_COMMANDRESULT']._serialized_start=2941
+  _globals['_COMMANDRESULT']._serialized_end=3004
+  _globals['_COMMANDACKRESPONSE']._serialized_start=3006
+  _globals['_COMMANDACKRESPONSE']._serialized_end=3026
+  _globals['_AGENTGATEWAY']._serialized_start=3322
+  _globals['_AGENTGATEWAY']._serialized_end=3873
 # @@protoc_insertion_point(module_scope)

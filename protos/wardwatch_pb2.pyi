@@ -214,10 +214,12 @@ class AlertAck(_message.Message):
         STATUS_STORED: _ClassVar[AlertAck.Status]
         STATUS_DUPLICATE: _ClassVar[AlertAck.Status]
         STATUS_REJECTED: _ClassVar[AlertAck.Status]
+        STATUS_RETRY: _ClassVar[AlertAck.Status]
     STATUS_UNSPECIFIED: AlertAck.Status
     STATUS_STORED: AlertAck.Status
     STATUS_DUPLICATE: AlertAck.Status
     STATUS_REJECTED: AlertAck.Status
+    STATUS_RETRY: AlertAck.Status
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]

@@ -1,0 +1,300 @@
+"""The gRPC gateway agents talk to (grpc.aio). Identity comes from the mTLS peer certificate, never the payload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass
+
+import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.ingest import MAX_BATCH_ITEMS, Rejected, row_values, verify_envelope
+from collector.pki import CollectorPki, CsrError, cert_pem, check_csr, issue_agent_certificate
+from collector.store.alerts import insert_alerts
+from collector.store.models import Agent, AgentCommand, Bundle
+from collector.tokens import TokenRefused, redeem_token
+from protos import wardwatch_pb2 as pb
+from protos import wardwatch_pb2_grpc as pb_grpc
+from protos.identity import agent_id_of, identity_key_from_certificate
+
+log = logging.getLogger("wardwatch.gateway")
+COMMAND_POLL_S = 15.0
+HEARTBEAT_INTERVAL_S = 60
+
+
+@dataclass(frozen=True)
+class PeerAgent:
+    agent_id: str
+    site_id: int
+    public_key: ed25519.Ed25519PublicKey
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+class AgentGateway(pb_grpc.AgentGatewayServicer):
+    def __init__(self, engine: Engine, pki: CollectorPki):
+        self.engine = engine
+        self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
+        self.pki = pki
+        self._command_events: dict[str, asyncio.Event] = {}
+
+    # ------------------------------------------------------------------ identity
+
+    async def _peer(self, context: grpc.aio.ServicerContext) -> PeerAgent:
+        pem = context.auth_context().get("x509_pem_cert")
+        if not pem:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "this call needs the agent's client certificate (use the mTLS port)")
+        try:
+            cert = x509.load_pem_x509_certificate(pem[0])
+            identity = identity_key_from_certificate(cert)
+        except ValueError:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate carries no agent identity")
+        agent_id = agent_id_of(identity)
+        row = await asyncio.to_thread(self._load_agent, agent_id)
+        if row is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unknown agent {agent_id}: enrol this device")
+        if row.status != "active":
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"agent {agent_id} is {row.status}: its certificate is no longer accepted")
+        return PeerAgent(agent_id=agent_id, site_id=row.site_id,
+                         public_key=load_der_public_key(row.identity_public_key))
+
+    def _load_agent(self, agent_id: str) -> Agent | None:
+        with self.sessions() as s:
+            return s.get(Agent, agent_id)
+
+    # ------------------------------------------------------------------ enrolment
+
+    async def Enroll(self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext) -> pb.EnrollResponse:
+        try:
+            csr = check_csr(request.csr_pem)
+            identity = load_der_public_key(request.identity_public_key)
+            if not isinstance(identity, ed25519.Ed25519PublicKey):
+                raise CsrError("the identity key must be Ed25519")
+            identity.verify(request.identity_proof, request.csr_pem)
+        except (CsrError, ValueError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except InvalidSignature:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "identity proof does not verify: the request was not made by that key")
+        try:
+            agent_id, site, band, cert = await asyncio.to_thread(self._enrol, request, csr, identity)
+        except TokenRefused as exc:
+            code = grpc.StatusCode.UNAUTHENTICATED if "unknown" in str(exc) else grpc.StatusCode.PERMISSION_DENIED
+            await context.abort(code, str(exc))
+        log.info("enrolled agent %s (%s) into site %s", agent_id, request.host.hostname[:64], site)
+        return pb.EnrollResponse(agent_id=agent_id, certificate_pem=cert_pem(cert), ca_chain_pem=self.pki.ca_cert_pem,
+                                 site=site, bundle_public_key=self.pki.bundle_public_key_der(), age_band=band)
+
+    def _enrol(self, request: pb.EnrollRequest, csr, identity: ed25519.Ed25519PublicKey):
+        agent_id = agent_id_of(identity)
+        with self.sessions.begin() as s:
+            token = redeem_token(s, request.token)
+            cert = issue_agent_certificate(self.pki.ca_key, self.pki.ca_cert, csr, identity, token.site.name)
+            row = s.get(Agent, agent_id) or Agent(id=agent_id, identity_public_key=request.identity_public_key)
+            row.site_id = token.site.id
+            row.cert_serial = format(cert.serial_number, "x")
+            row.cert_not_after = cert.not_valid_after_utc
+            row.hostname = request.host.hostname[:255]
+            row.os = request.host.os[:64]
+            row.os_version = request.host.os_version[:255]
+            row.agent_version = request.host.agent_version[:32]
+            row.age_band = token.age_band
+            row.status = "active"
+            row.enrolled_with_token = token.token_id
+            s.add(row)
+            _audit(s, "agent.enrol", agent_id, {"site": token.site.name, "token": token.token_id,
+                                                "hostname": row.hostname})
+            return agent_id, token.site.name, token.age_band, cert
+
+    async def RenewCertificate(self, request: pb.RenewRequest, context) -> pb.RenewResponse:
+        peer = await self._peer(context)
+        try:
+            csr = check_csr(request.csr_pem)
+            peer.public_key.verify(request.identity_proof, request.csr_pem)
+        except CsrError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except InvalidSignature:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "identity proof does not verify")
+
+        def renew():
+            with self.sessions.begin() as s:
+                row = s.get(Agent, peer.agent_id)
+                cert = issue_agent_certificate(self.pki.ca_key, self.pki.ca_cert, csr, peer.public_key,
+                                               row.site.name)
+                row.cert_serial = format(cert.serial_number, "x")
+                row.cert_not_after = cert.not_valid_after_utc
+                return cert
+
+        cert = await asyncio.to_thread(renew)
+        return pb.RenewResponse(certificate_pem=cert_pem(cert), ca_chain_pem=self.pki.ca_cert_pem)
+
+    # ------------------------------------------------------------------ alerts
+
+    async def UploadBatch(self, request: pb.UploadBatchRequest, context) -> pb.UploadBatchResponse:
+        peer = await self._peer(context)
+        return await asyncio.to_thread(self._upload, peer, request)
+
+    def _upload(self, peer: PeerAgent, request: pb.UploadBatchRequest) -> pb.UploadBatchResponse:
+        acks: list[pb.AlertAck] = []
+        rows: dict[int, dict] = {}
+        row_index: dict[int, list[int]] = {}
+        now = dt.datetime.now(dt.UTC)
+        for index, envelope in enumerate(request.alerts):
+            if index >= MAX_BATCH_ITEMS:
+                acks.append(pb.AlertAck(index=index, status=pb.AlertAck.STATUS_RETRY,
+                                        reason=f"batch holds more than {MAX_BATCH_ITEMS} items; send the rest again"))
+                continue
+            try:
+                verified = verify_envelope(envelope, peer.agent_id, peer.public_key)
+            except Rejected as exc:
+                acks.append(pb.AlertAck(index=index, status=pb.AlertAck.STATUS_REJECTED, reason=str(exc)))
+                continue
+            seq = verified.alert.seq
+            rows.setdefault(seq, row_values(verified, str(uuid.uuid4()), peer.site_id, now))
+            row_index.setdefault(seq, []).append(index)
+        if rows:
+            with self.sessions.begin() as s:
+                stored = insert_alerts(s, list(rows.values()))
+            # Reached only after the commit returned: an ack is a promise the alert is durable.
+            for seq, indexes in row_index.items():
+                alert_id, new = stored[seq]
+                for n, index in enumerate(indexes):
+                    status = pb.AlertAck.STATUS_STORED if new and n == 0 else pb.AlertAck.STATUS_DUPLICATE
+                    acks.append(pb.AlertAck(index=index, seq=seq, status=status, alert_id=alert_id))
+        acks.sort(key=lambda a: a.index)
+        return pb.UploadBatchResponse(acks=acks)
+
+    # ------------------------------------------------------------------ health, bundles, commands
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
+        peer = await self._peer(context)
+        latest = await asyncio.to_thread(self._heartbeat, peer, request)
+        resp = pb.HeartbeatResponse(latest_bundle_version=latest, heartbeat_interval_s=HEARTBEAT_INTERVAL_S)
+        resp.server_time.GetCurrentTime()
+        return resp
+
+    def _heartbeat(self, peer: PeerAgent, request: pb.HeartbeatRequest) -> str:
+        now = dt.datetime.now(dt.UTC)
+        with self.sessions.begin() as s:
+            values = {
+                "last_seen_at": now,
+                "bundle_version": request.bundle_version[:64],
+                "coverage_gaps": [{"gap": g.gap, "detail": g.detail[:500]} for g in request.gaps],
+                "spool_depth": request.spool_depth,
+                "last_instance_id": request.instance_id[:64],
+            }
+            if request.HasField("clock"):
+                values["clock_skew_s"] = (request.clock.ToDatetime(tzinfo=dt.UTC) - now).total_seconds()
+            if request.host.agent_version:
+                values["agent_version"] = request.host.agent_version[:32]
+            if request.host.hostname:
+                values["hostname"] = request.host.hostname[:255]
+            s.execute(update(Agent).where(Agent.id == peer.agent_id).values(**values))
+            return self._latest_bundle(s, peer.site_id)[0] or ""
+
+    @staticmethod
+    def _latest_bundle(s: Session, site_id: int) -> tuple[str | None, Bundle | None]:
+        bundle = s.scalar(
+            select(Bundle).where((Bundle.site_id == site_id) | Bundle.site_id.is_(None))
+            .order_by(Bundle.published_at.desc(), Bundle.id.desc()).limit(1))
+        return (bundle.version if bundle else None), bundle
+
+    async def FetchBundle(self, request: pb.FetchBundleRequest, context) -> pb.FetchBundleResponse:
+        peer = await self._peer(context)
+
+        def fetch():
+            with self.sessions() as s:
+                if request.want_version:
+                    b = s.scalar(select(Bundle).where(Bundle.version == request.want_version))
+                    if b is not None and b.site_id not in (None, peer.site_id):
+                        b = None
+                    return b
+                return self._latest_bundle(s, peer.site_id)[1]
+
+        bundle = await asyncio.to_thread(fetch)
+        if bundle is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no keyword bundle has been published for this site")
+        if bundle.version == request.have_version:
+            return pb.FetchBundleResponse(version=bundle.version, not_modified=True)
+        return pb.FetchBundleResponse(version=bundle.version, bundle=bundle.content, signature=bundle.signature)
+
+    def notify_command(self, agent_id: str) -> None:
+        event = self._command_events.get(agent_id)
+        if event is not None:
+            event.set()
+
+    async def Commands(self, request: pb.CommandsRequest, context):
+        peer = await self._peer(context)
+        event = self._command_events.setdefault(peer.agent_id, asyncio.Event())
+        try:
+            while True:
+                for command in await asyncio.to_thread(self._pending_commands, peer.agent_id):
+                    yield command
+                event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), COMMAND_POLL_S)
+        finally:
+            if self._command_events.get(peer.agent_id) is event:
+                del self._command_events[peer.agent_id]
+
+    def _pending_commands(self, agent_id: str) -> list[pb.Command]:
+        out = []
+        with self.sessions.begin() as s:
+            rows = s.scalars(select(AgentCommand).where(AgentCommand.agent_id == agent_id,
+                                                        AgentCommand.delivered_at.is_(None))
+                             .order_by(AgentCommand.created_at)).all()
+            for row in rows:
+                out.append(command_message(row))
+                row.delivered_at = dt.datetime.now(dt.UTC)
+        return out
+
+    async def AckCommand(self, request: pb.CommandResult, context) -> pb.CommandAckResponse:
+        peer = await self._peer(context)
+
+        def ack():
+            with self.sessions.begin() as s:
+                s.execute(update(AgentCommand)
+                          .where(AgentCommand.id == request.command_id, AgentCommand.agent_id == peer.agent_id)
+                          .values(acked_at=dt.datetime.now(dt.UTC), ok=request.ok, detail=request.detail[:2000]))
+
+        await asyncio.to_thread(ack)
+        return pb.CommandAckResponse()
+
+
+def command_message(row: AgentCommand) -> pb.Command:
+    cmd = pb.Command(id=row.id)
+    payload = row.payload or {}
+    if row.kind == "update_bundle":
+        cmd.update_bundle.version = payload.get("version", "")
+    elif row.kind == "rekey":
+        cmd.rekey.reason = payload.get("reason", "")
+    elif row.kind == "renew_now":
+        cmd.renew_now.SetInParent()
+    elif row.kind == "set_policy":
+        cmd.set_policy.policy_json = str(payload.get("policy_json", "{}")).encode()
+    elif row.kind == "uninstall":
+        cmd.uninstall.SetInParent()
+    else:
+        cmd.ping.SetInParent()
+    return cmd
+
+
+def _audit(session: Session, action: str, target: str, detail: dict) -> None:
+    try:
+        from collector import audit
+    except ImportError:
+        return
+    audit.append(session, actor="gateway", action=action, target=target, detail=detail)

@@ -1,0 +1,102 @@
+"""Turning one signed envelope into a storable row, or a precise reason to refuse it. No I/O.
+
+Order matters: the signature is verified over the raw bytes BEFORE they are parsed, so a forged payload never
+reaches the protobuf parser, and the bytes are kept verbatim so the evidence can be re-verified years later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.protobuf.message import DecodeError
+
+from protos import wardwatch_pb2 as pb
+
+MAX_ALERT_BYTES = 64 * 1024
+MAX_BATCH_ITEMS = 500
+CATEGORIES = frozenset({
+    "child-sexual-abuse", "terrorism", "bullying", "grooming", "discrimination", "drugs", "extremism", "gambling",
+    "pornography", "self-harm", "suicide", "violence", "filter-bypass", "profanity",
+})
+KIND_NAMES = {
+    pb.ALERT_KIND_KEYWORD: "keyword", pb.ALERT_KIND_USB: "usb", pb.ALERT_KIND_COVERAGE: "coverage",
+    pb.ALERT_KIND_TEST: "test", pb.ALERT_KIND_DROPPED: "dropped", pb.ALERT_KIND_NOTICE: "notice",
+}
+SOURCE_NAMES = {pb.TEXT_SOURCE_TYPED: "typed", pb.TEXT_SOURCE_DELETED: "deleted", pb.TEXT_SOURCE_TITLE: "title"}
+
+
+class Rejected(Exception):
+    """The item can never be stored; str(exc) is the reason sent back in its ack."""
+
+
+@dataclass(frozen=True)
+class VerifiedAlert:
+    alert: pb.Alert
+    payload: bytes
+    signature: bytes
+
+
+def verify_signature(public_key: ed25519.Ed25519PublicKey, payload: bytes, signature: bytes) -> bool:
+    try:
+        public_key.verify(signature, payload)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify_envelope(envelope: pb.SignedAlert, peer_agent_id: str,
+                    public_key: ed25519.Ed25519PublicKey) -> VerifiedAlert:
+    """Check one envelope from the agent whose certificate is `peer_agent_id`. Raises Rejected."""
+    if envelope.agent_id != peer_agent_id:
+        raise Rejected("envelope agent id does not match the client certificate")
+    if len(envelope.alert) > MAX_ALERT_BYTES:
+        raise Rejected(f"alert is larger than {MAX_ALERT_BYTES} bytes")
+    if len(envelope.signature) != 64 or not verify_signature(public_key, envelope.alert, envelope.signature):
+        raise Rejected("signature does not verify with the agent's identity key")
+    alert = pb.Alert()
+    try:
+        alert.ParseFromString(envelope.alert)
+    except DecodeError as exc:
+        raise Rejected("alert bytes are not a valid Alert message") from exc
+    if alert.agent_id != peer_agent_id:
+        raise Rejected("signed agent id does not match the client certificate")
+    if alert.seq == 0:
+        raise Rejected("alert has no sequence number")
+    if alert.kind not in KIND_NAMES:
+        raise Rejected("alert kind is unknown")
+    if alert.severity > 5:
+        raise Rejected("severity must be 0-5")
+    if alert.kind == pb.ALERT_KIND_KEYWORD and alert.category not in CATEGORIES:
+        raise Rejected(f"unknown category {alert.category[:40]!r}")
+    return VerifiedAlert(alert=alert, payload=bytes(envelope.alert), signature=bytes(envelope.signature))
+
+
+def row_values(v: VerifiedAlert, alert_id: str, site_id: int, received_at: dt.datetime) -> dict:
+    """Column values for the alerts table (the evidence bytes plus searchable copies of the fields)."""
+    a = v.alert
+    details: dict = {}
+    if a.HasField("usb"):
+        details["usb"] = {
+            "state": a.usb.state, "scheme": a.usb.scheme, "filesystem": a.usb.filesystem,
+            "size_bytes": a.usb.size_bytes, "vendor": a.usb.vendor, "model": a.usb.model, "serial": a.usb.serial,
+            "device": a.usb.device, "evidence": list(a.usb.evidence), "approved": a.usb.approved,
+            "os_write_policy": a.usb.os_write_policy,
+        }
+    if a.HasField("coverage"):
+        details["coverage"] = {"gap": a.coverage.gap, "detail": a.coverage.detail}
+    if a.HasField("dropped"):
+        details["dropped"] = {"count": a.dropped.count, "first_seq": a.dropped.first_seq,
+                              "last_seq": a.dropped.last_seq, "max_severity": a.dropped.max_severity}
+    created = a.created_at.ToDatetime(tzinfo=dt.UTC) if a.HasField("created_at") else received_at
+    return {
+        "id": alert_id, "agent_id": a.agent_id, "seq": a.seq, "site_id": site_id,
+        "kind": KIND_NAMES[a.kind], "category": a.category, "severity": a.severity, "rule": a.rule,
+        "confidence": float(a.confidence), "source": SOURCE_NAMES.get(a.source, ""), "hostname": a.hostname,
+        "user_name": a.user, "age_band": a.age_band, "matched": a.matched, "context": a.context,
+        "window_title": a.window_title, "application": a.application, "details": details,
+        "bundle_version": a.bundle_version, "created_at": created, "received_at": received_at, "state": "new",
+        "payload": v.payload, "signature": v.signature, "signature_ok": True,
+    }

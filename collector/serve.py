@@ -1,0 +1,143 @@
+"""`wardwatch-collector serve`: the gRPC gateway (mTLS + enrolment port) and the web console in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+
+import grpc
+
+from collector.config import CollectorConfig, split_hostport
+from collector.context import open_store
+from collector.errors import CollectorError
+from collector.gateway import AgentGateway
+from collector.pki import CollectorPki, PkiPaths
+from protos import wardwatch_pb2_grpc as pb_grpc
+
+log = logging.getLogger("wardwatch.serve")
+
+# Why these numbers:
+# - keepalive 60 s / timeout 20 s: finds agents whose laptop lid closed or whose Wi-Fi dropped within ~80 s, and
+#   keeps school firewalls' idle-TCP timers (often 5-15 min) from cutting the command stream, without pinging
+#   10,000 agents more than ~170 times a second.
+# - min ping interval 20 s with 2 strikes: an agent (or anything else) pinging faster is told to go away.
+# - max_connection_age 30 min (+5 min grace): every connection is recycled, so an L4 load balancer in front of
+#   several collector replicas rebalances the fleet after a replica restarts instead of leaving it lopsided.
+# - 4 MiB messages: the agent keeps batches far below that; anything larger is refused by gRPC itself.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.max_connection_age_ms", 30 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 5 * 60_000),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def _enrol_default(listen: str) -> str:
+    host, port = split_hostport(listen, "--listen")
+    return f"{host}:{port + 1}" if port else f"{host}:0"
+
+
+def _bind(server: grpc.aio.Server, address: str, creds: grpc.ServerCredentials, what: str) -> int:
+    split_hostport(address, what)
+    try:
+        port = server.add_secure_port(address, creds)
+    except RuntimeError as exc:
+        raise CollectorError(f"cannot listen on {address} for {what}: {exc}") from exc
+    if port == 0:
+        raise CollectorError(f"cannot listen on {address} for {what} (address in use?)")
+    return port
+
+
+def _host(address: str) -> str:
+    return address.rpartition(":")[0]
+
+
+async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str) -> None:
+    pki = CollectorPki(PkiPaths(cfg.pki_dir))
+    gateway = AgentGateway(engine, pki)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    pb_grpc.add_AgentGatewayServicer_to_server(gateway, server)
+    identity = [(pki.server_key_pem, pki.server_cert_pem)]
+    mtls = grpc.ssl_server_credentials(identity, root_certificates=pki.ca_cert_pem, require_client_auth=True)
+    # Enrolment happens before the agent has a certificate: server-authenticated TLS only. Every other method
+    # refuses a caller without a client certificate, so this port can do nothing but enrol.
+    enrol_tls = grpc.ssl_server_credentials(identity, require_client_auth=False)
+    port = _bind(server, listen, mtls, "--listen")
+    enrol_port = _bind(server, enrol_listen, enrol_tls, "--enrol-listen")
+    await server.start()
+
+    web_task = None
+    web_url = ""
+    app = _web_app(cfg, engine)
+    if app is not None:
+        web_task, web_url = await _start_web(app, cfg, web_listen)
+
+    endpoints = {"listen": f"{_host(listen)}:{port}", "enrol": f"{_host(enrol_listen)}:{enrol_port}",
+                 "web": web_url, "pid": os.getpid()}
+    cfg.run_dir.mkdir(exist_ok=True)
+    tmp = cfg.endpoints_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(endpoints))
+    tmp.replace(cfg.endpoints_file)
+    print(f"WardWatch collector serving agents on {endpoints['listen']} (mTLS), enrolment on {endpoints['enrol']}"
+          + (f", console at {web_url}" if web_url else ""), flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing calls in flight")
+    await server.stop(grace=5)
+    if web_task is not None:
+        web_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await web_task
+    with contextlib.suppress(OSError):
+        cfg.endpoints_file.unlink()
+
+
+def _web_app(cfg: CollectorConfig, engine):
+    try:
+        from collector.web.app import create_app
+    except ImportError:
+        return None
+    return create_app(cfg, engine)
+
+
+async def _start_web(app, cfg: CollectorConfig, web_listen: str):
+    import uvicorn
+
+    host, port = split_hostport(web_listen, "--web")
+    pki = PkiPaths(cfg.pki_dir)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            ssl_certfile=str(pki.web_cert), ssl_keyfile=str(pki.web_key), lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # the collector owns SIGTERM/SIGINT
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise CollectorError(f"the web console could not start on {web_listen}")
+        await asyncio.sleep(0.05)
+    return task, f"https://{host}:{port}/"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    with open_store(args) as (cfg, engine):
+        listen = args.listen or cfg.listen
+        split_hostport(listen, "--listen")
+        enrol_listen = args.enrol_listen or cfg.enrol_listen or _enrol_default(listen)
+        web_listen = args.web or cfg.web_listen
+        asyncio.run(_serve(cfg, engine, listen, enrol_listen, web_listen))
+    return 0
