@@ -68,7 +68,8 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
     gateway = AgentGateway(engine, pki)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_AgentGatewayServicer_to_server(gateway, server)
-    identity = [(pki.server_key_pem, pki.server_cert_pem)]
+    # The chain includes the CA so an enrolling agent can compare it with the pin it was given.
+    identity = [(pki.server_key_pem, pki.server_cert_pem + pki.ca_cert_pem)]
     mtls = grpc.ssl_server_credentials(identity, root_certificates=pki.ca_cert_pem, require_client_auth=True)
     # Enrolment happens before the agent has a certificate: server-authenticated TLS only. Every other method
     # refuses a caller without a client certificate, so this port can do nothing but enrol.

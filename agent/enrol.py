@@ -1,0 +1,143 @@
+"""`enroll` (token + CSR over a pinned TLS channel) and `generalize` (wipe identity for a golden image)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import platform
+import socket
+import ssl
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
+from agent import __version__
+from agent.channel import describe_rpc_error, secure_channel
+from agent.errors import AgentError
+from agent.state import AgentState, write_private
+from protos import wardwatch_pb2 as pb
+from protos import wardwatch_pb2_grpc as pb_grpc
+from protos.enrolment import EnrolmentString, EnrolmentStringError
+from protos.identity import spki_der
+
+ENROL_TIMEOUT_S = 20
+
+
+def host_info() -> pb.HostInfo:
+    machine_id = ""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            machine_id = Path(path).read_text().strip()
+            break
+        except OSError:
+            continue
+    return pb.HostInfo(hostname=socket.gethostname(), os=platform.system().lower(), os_version=platform.platform(),
+                       agent_version=__version__, machine_id=machine_id)
+
+
+def fetch_pinned_ca(enrol_address: str, pin: str, timeout: float = 10.0) -> bytes:
+    """Read the certificate chain the collector presents and return the CA whose SHA-256 equals the pin.
+
+    The chain is read without verification on purpose: nothing from it is trusted until the pin matches.
+    """
+    host, _, port = enrol_address.rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=None) as tls:
+            chain_fn = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain
+            chain = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain_fn()]
+    except OSError as exc:
+        raise AgentError(f"cannot reach the collector's enrolment port {enrol_address}: {exc}") from exc
+    for der in chain:
+        if hashlib.sha256(der).hexdigest() == pin:
+            ca = x509.load_der_x509_certificate(der)
+            leaf = x509.load_der_x509_certificate(chain[0])
+            try:
+                leaf.verify_directly_issued_by(ca)
+            except (ValueError, TypeError, Exception) as exc:  # InvalidSignature has no common base
+                raise AgentError("the collector's certificate is not issued by the pinned CA; refusing") from exc
+            return ca.public_bytes(serialization.Encoding.PEM)
+    raise AgentError(f"the collector at {enrol_address} presented a CA that does not match the pin in the "
+                     "enrolment string; refusing to enrol (wrong server, or someone in between)")
+
+
+def build_csr(state: AgentState) -> bytes:
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, state.agent_id)]))
+           .sign(state.tls_key(), hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+async def _enroll_rpc(es: EnrolmentString, ca_pem: bytes, request: pb.EnrollRequest) -> pb.EnrollResponse:
+    async with secure_channel(es.enrol_address, ca_pem) as channel:
+        return await pb_grpc.AgentGatewayStub(channel).Enroll(request, timeout=ENROL_TIMEOUT_S)
+
+
+def enroll(state: AgentState, text: str, age_band: str | None = None) -> dict:
+    try:
+        es = EnrolmentString.decode(text)
+    except EnrolmentStringError as exc:
+        raise AgentError(str(exc)) from exc
+    ca_pem = fetch_pinned_ca(es.enrol_address, es.ca_pin)
+    state.ensure_dir()
+    identity = state.identity_key(create=True)  # kept across re-enrolment: the identity is the key
+    state.tls_key(create=True)
+    csr_pem = build_csr(state)
+    request = pb.EnrollRequest(token=es.token, csr_pem=csr_pem, identity_public_key=spki_der(identity.public_key()),
+                               identity_proof=identity.sign(csr_pem), host=host_info())
+    try:
+        resp = asyncio.run(_enroll_rpc(es, ca_pem, request))
+    except grpc.RpcError as exc:
+        raise AgentError(f"enrolment failed: {describe_rpc_error(exc, es.enrol_address)}") from exc
+    if resp.agent_id != state.agent_id:
+        raise AgentError("the collector answered for a different agent id; refusing the certificate")
+    write_private(state.cert_path, resp.certificate_pem)
+    state.ca_path.write_bytes(ca_pem)
+    config = {
+        "agent_id": resp.agent_id, "address": es.address, "enrol_address": es.enrol_address, "site": resp.site,
+        "age_band": age_band or resp.age_band or "secondary", "ca_pin": es.ca_pin,
+        "bundle_public_key": base64.b64encode(resp.bundle_public_key).decode(),
+        "enrolled_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    state.save_config(config)
+    return config
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    state = AgentState(args.state)
+    config = enroll(state, args.enrolment, args.age_band)
+    print(f"Enrolled as agent {config['agent_id']} in site {config['site']!r} "
+          f"(age band {config['age_band']}); collector {config['address']}")
+    print("Start the service with: wardwatch-agent run")
+    return 0
+
+
+def generalize(state: AgentState) -> list[Path]:
+    """Remove identity, certificates and spool so a cloned image enrols as a new device."""
+    removed = []
+    for path in (state.identity_key_path, state.tls_key_path, state.cert_path, state.ca_path, state.config_path,
+                 state.status_path, state.spool_path, state.spool_path.with_name("spool.db-wal"),
+                 state.spool_path.with_name("spool.db-shm")):
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def cmd_generalize(args: argparse.Namespace) -> int:
+    state = AgentState(args.state)
+    if not args.yes:
+        raise AgentError("generalize wipes this device's identity and unsent alerts; run again with --yes")
+    removed = generalize(state)
+    print(f"Generalised {state.root}: removed {len(removed)} file(s). Enrol again after the image is deployed.")
+    return 0

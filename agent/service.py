@@ -1,0 +1,337 @@
+"""`wardwatch-agent run`: the system-level agent service.
+
+It owns the identity, the spool and the uplink. Matches arrive from session helpers over the local channel, USB
+reports from the media watcher; both are signed and spooled before they are acknowledged, then drained to the
+collector in batches with jittered exponential backoff while it is away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import signal
+import time
+
+import grpc
+
+from agent import __version__
+from agent.alerts import SOURCES, Signer, coverage_alert, dropped_alert
+from agent.bundles import BundleStore
+from agent.channel import describe_rpc_error
+from agent.enrol import host_info
+from agent.spool import Spool, SpoolFull
+from agent.state import AgentState
+from agent.uplink import Backoff, Uplink
+from protos import wardwatch_pb2 as pb
+
+log = logging.getLogger("wardwatch.agent")
+IDLE_POLL_S = 5.0
+HEARTBEAT_S = 60.0
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+class AgentService:
+    def __init__(self, state: AgentState):
+        self.state = state
+        self.config = state.config()
+        self.spool = Spool(state.spool_path)
+        self.bundles = BundleStore(state)
+        self.signer = Signer(key=state.identity_key(), agent_id=self.config["agent_id"],
+                             age_band=self.config.get("age_band", "secondary"),
+                             bundle_version=self.bundles.current_version())
+        self.instance_id = secrets.token_hex(8)
+        self.uplink: Uplink | None = None
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.gaps: dict[str, str] = {}
+        self.last_contact: float | None = None
+        self.last_error = ""
+        self.started_at = time.time()
+
+    # -------------------------------------------------------------- spooling
+
+    def spool_alert(self, alert: pb.Alert) -> int:
+        """Sign and store one alert durably (thread-safe). Returns its seq."""
+        return self.spool.enqueue(alert.severity, lambda seq: self.signer.envelope(alert, seq))
+
+    async def spool_alert_async(self, alert: pb.Alert) -> int:
+        seq = await asyncio.to_thread(self.spool_alert, alert)
+        self.wake.set()
+        return seq
+
+    async def on_session_message(self, message: dict, peer) -> None:
+        """A message from a session helper. The user is who the OS says the peer is, never what it claims."""
+        user = getattr(peer, "username", "") or ""
+        kind = message.get("type")
+        if kind == "match":
+            await self.spool_alert_async(alert_from_match(message, user, self.signer.age_band))
+        elif kind == "coverage":
+            gap, detail = str(message.get("gap", "unknown"))[:64], str(message.get("detail", ""))[:500]
+            self.gaps[gap] = detail
+            await self.spool_alert_async(coverage_alert(gap, detail, user=user))
+        elif kind == "notice":
+            alert = pb.Alert(kind=pb.ALERT_KIND_NOTICE, severity=0, rule="notice.shown", user=user,
+                             matched=str(message.get("text_version", ""))[:64])
+            await self.spool_alert_async(alert)
+        elif kind == "hello":
+            log.info("session helper connected (pid %s, user %s)", message.get("pid"), user)
+
+    def on_media_report(self, report) -> None:
+        """Called from the media watcher's thread."""
+        from agent.capture.media import MediaPolicy
+
+        policy = MediaPolicy(approved_serials=set(self.config.get("approved_usb_serials", [])))
+        severity = policy.severity_for(report)
+        alert = usb_alert(report, severity, approved=report.serial in policy.approved_serials)
+        try:
+            self.spool_alert(alert)
+        except SpoolFull:
+            log.error("spool full: USB report for %s could not be stored", report.device or report.path)
+        self._loop.call_soon_threadsafe(self.wake.set)
+
+    # -------------------------------------------------------------- loops
+
+    async def drain_loop(self) -> None:
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            try:
+                await asyncio.to_thread(self.spool.take_dropped, self._dropped_envelope)
+                result = await self._uplink().send_batch(self.spool)
+                if result.sent:
+                    self._contact()
+                    backoff.reset()
+                    continue  # more may be waiting
+            except grpc.RpcError as exc:
+                self._error(describe_rpc_error(exc, self.config["address"]))
+                await self._sleep(backoff.next_delay())
+                continue
+            self.wake.clear()
+            await self._sleep(IDLE_POLL_S, self.wake)
+
+    def _dropped_envelope(self, summary, seq: int) -> bytes:
+        return self.signer.envelope(dropped_alert(summary.count, summary.first_seq, summary.last_seq,
+                                                  summary.max_severity), seq)
+
+    async def heartbeat_loop(self) -> None:
+        backoff = Backoff(base=5)
+        while not self.stopping.is_set():
+            try:
+                resp = await self._uplink().heartbeat(self._heartbeat_request())
+                self._contact()
+                backoff.reset()
+                latest = resp.latest_bundle_version
+                if latest and latest != self.bundles.current_version():
+                    await self.update_bundle()
+                await self.renew_if_due()
+                await self._sleep(resp.heartbeat_interval_s or HEARTBEAT_S)
+            except grpc.RpcError as exc:
+                self._error(describe_rpc_error(exc, self.config["address"]))
+                await self._sleep(backoff.next_delay())
+
+    def _heartbeat_request(self) -> pb.HeartbeatRequest:
+        req = pb.HeartbeatRequest(host=host_info(), bundle_version=self.bundles.current_version(),
+                                  spool_depth=self.spool.depth(), last_seq=self.spool.last_seq(),
+                                  instance_id=self.instance_id)
+        req.clock.GetCurrentTime()
+        for gap, detail in self.gaps.items():
+            req.gaps.add(gap=gap, detail=detail)
+        return req
+
+    async def commands_loop(self) -> None:
+        backoff = Backoff(base=2)
+        while not self.stopping.is_set():
+            try:
+                stream = self._uplink().stub.Commands(pb.CommandsRequest(instance_id=self.instance_id))
+                async for command in stream:
+                    backoff.reset()
+                    await self.handle_command(command)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.CANCELLED:
+                    self._error(describe_rpc_error(exc, self.config["address"]))
+            await self._sleep(backoff.next_delay())
+
+    async def handle_command(self, command: pb.Command) -> None:
+        kind = command.WhichOneof("kind")
+        ok, detail = True, ""
+        if kind == "ping":
+            detail = "pong"
+        elif kind == "update_bundle":
+            ok, detail = await self.update_bundle()
+        elif kind == "renew_now":
+            ok, detail = await self.renew_certificate()
+        else:
+            ok, detail = False, f"command {kind!r} is not supported by agent {__version__}"
+        with contextlib.suppress(grpc.RpcError):
+            await self._uplink().stub.AckCommand(pb.CommandResult(command_id=command.id, ok=ok, detail=detail),
+                                                 timeout=15)
+
+    # -------------------------------------------------------------- bundles and certificates
+
+    async def update_bundle(self) -> tuple[bool, str]:
+        try:
+            resp = await self._uplink().fetch_bundle(self.bundles.current_version())
+        except grpc.RpcError as exc:
+            return False, describe_rpc_error(exc, self.config["address"])
+        if resp.not_modified:
+            return True, f"already on {resp.version}"
+        public_key = base64.b64decode(self.config.get("bundle_public_key", ""))
+        ok, detail = await asyncio.to_thread(self.bundles.install, resp.version, resp.bundle, resp.signature,
+                                             public_key)
+        if ok:
+            self.signer = Signer(key=self.signer.key, agent_id=self.signer.agent_id, age_band=self.signer.age_band,
+                                 bundle_version=resp.version)
+        else:
+            log.error("refused keyword bundle %s: %s", resp.version, detail)
+        return ok, detail
+
+    async def renew_if_due(self) -> None:
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(self.state.cert_path.read_bytes())
+        if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
+            await self.renew_certificate()
+
+    async def renew_certificate(self) -> tuple[bool, str]:
+        from agent.renew import renew
+
+        try:
+            not_after = await renew(self.state, self._uplink())
+        except grpc.RpcError as exc:
+            return False, describe_rpc_error(exc, self.config["address"])
+        await self._reconnect()
+        return True, f"certificate renewed until {not_after.isoformat()}"
+
+    # -------------------------------------------------------------- plumbing
+
+    def _uplink(self) -> Uplink:
+        if self.uplink is None:
+            self.uplink = Uplink(self.state)
+        return self.uplink
+
+    async def _reconnect(self) -> None:
+        old, self.uplink = self.uplink, Uplink(self.state)
+        if old is not None:
+            await old.close()
+
+    def _contact(self) -> None:
+        self.last_contact = time.time()
+        self.last_error = ""
+
+    def _error(self, message: str) -> None:
+        if message != self.last_error:
+            log.warning("%s", message)
+        self.last_error = message
+
+    async def _sleep(self, seconds: float, event: asyncio.Event | None = None) -> None:
+        waiters = [asyncio.create_task(self.stopping.wait())]
+        if event is not None:
+            waiters.append(asyncio.create_task(event.wait()))
+        _done, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+
+    async def status_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.write_status()
+            await self._sleep(2.0)
+
+    def write_status(self) -> None:
+        status = {"pid": os.getpid(), "started_at": self.started_at, "last_contact": self.last_contact,
+                  "last_error": self.last_error, "spool_depth": self.spool.depth(), "instance_id": self.instance_id,
+                  "bundle_version": self.bundles.current_version(), "gaps": self.gaps}
+        tmp = self.state.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        tmp.replace(self.state.status_path)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.stopping.set)
+        # Leases held by a process that died (SIGKILL mid-send) would delay those alerts; take them back.
+        self.spool.release(self.spool.pending_seqs())
+        tasks = [asyncio.create_task(c) for c in (self.drain_loop(), self.heartbeat_loop(), self.commands_loop(),
+                                                   self.status_loop())]
+        closers = []
+        ipc = await self._start_session_channel()
+        if ipc is not None:
+            closers.append(ipc.close)
+        media = self._start_media_watcher()
+        log.info("agent %s running (site %s, collector %s)", self.config["agent_id"], self.config.get("site"),
+                 self.config["address"])
+        await self.stopping.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for close in closers:
+            await close()
+        if media is not None:
+            media.stop()
+        if self.uplink is not None:
+            await self.uplink.close()
+        self.write_status()
+        self.spool.close()
+
+    async def _start_session_channel(self):
+        try:
+            from agent.ipc import MatchServer
+        except ImportError:
+            log.warning("session channel unavailable in this build: no typed-text or title alerts")
+            return None
+        self.state.ipc_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        server = MatchServer(self.state.ipc_dir / "session.sock", self.on_session_message)
+        await server.start()
+        return server
+
+    def _start_media_watcher(self):
+        try:
+            from agent.capture.media import start_watcher
+        except ImportError:
+            log.warning("removable-media checks unavailable in this build")
+            return None
+        try:
+            return start_watcher(self.on_media_report,
+                                 include_loop=bool(os.environ.get("WARDWATCH_MEDIA_INCLUDE_LOOP")))
+        except Exception as exc:  # a platform without udev must not stop alerting on text
+            log.warning("removable-media watcher could not start: %s", exc)
+            self.gaps["usb-unavailable"] = str(exc)[:200]
+            return None
+
+
+def alert_from_match(message: dict, user: str, age_band: str) -> pb.Alert:
+    m = message.get("match", {})
+    return pb.Alert(
+        kind=pb.ALERT_KIND_KEYWORD, category=str(m.get("category", ""))[:32], severity=int(m.get("severity", 1)),
+        rule=str(m.get("rule", ""))[:128], confidence=float(m.get("confidence", 1.0)),
+        matched=str(m.get("matched", ""))[:500], context=str(message.get("context", m.get("context", "")))[:1000],
+        source=SOURCES.get(str(m.get("source", "typed")), pb.TEXT_SOURCE_TYPED),
+        window_title=str(message.get("window_title", ""))[:500],
+        application=str(message.get("application", ""))[:255], user=user,
+        age_band=str(message.get("age_band") or age_band)[:16],
+    )
+
+
+def usb_alert(report, severity: int | None, approved: bool) -> pb.Alert:
+    alert = pb.Alert(kind=pb.ALERT_KIND_USB, severity=severity or 0, rule=f"usb.{report.state}",
+                     category="", matched=f"{report.state} ({report.scheme})")
+    u = alert.usb
+    u.state, u.scheme, u.filesystem = report.state, report.scheme or "", report.filesystem or ""
+    u.size_bytes = int(report.size_bytes or 0)
+    u.vendor, u.model, u.serial = report.vendor or "", report.model or "", report.serial or ""
+    u.device = report.device or report.path
+    u.evidence.extend(str(e)[:200] for e in report.evidence[:20])
+    u.approved = approved
+    return alert
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    state = AgentState(args.state)
+    service = AgentService(state)
+    asyncio.run(service.run())
+    return 0
