@@ -1,0 +1,253 @@
+"""Keystroke capture with pynput, built so that the OS never has a reason to drop our hook.
+
+The listener's callback does nothing but put `(time, key, pressed, injected)` on a queue inside try/except: Windows
+silently removes a low-level hook whose callback is slow, and a pynput listener whose callback raises stops. A
+worker thread turns raw keys into the engine's key names and hands them on; a supervisor restarts a listener that
+died (and, on Windows, one that went quiet while the OS still saw input).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("wardwatch.capture.keyboard")
+
+SUPERVISE_EVERY_S = 2.0
+RAW_QUEUE_LIMIT = 10_000  # ~15 minutes of fast typing; a stalled worker must not grow memory without bound
+
+CTRL = frozenset({"ctrl", "ctrl_l", "ctrl_r"})
+ALT = frozenset({"alt", "alt_l", "alt_r"})
+CMD = frozenset({"cmd", "cmd_l", "cmd_r"})
+MODIFIERS = CTRL | ALT | CMD | {"shift", "shift_l", "shift_r", "alt_gr", "caps_lock", "num_lock"}
+
+# pynput Key names -> engine key names. Page up/down move the caret somewhere we cannot follow, like arrows.
+NAMED_KEYS = {
+    "space": " ", "enter": "enter", "backspace": "backspace", "tab": "tab", "esc": "escape", "delete": "delete",
+    "left": "left", "right": "right", "up": "up", "down": "down", "home": "home", "end": "end",
+    "page_up": "up", "page_down": "down",
+}
+# Shortcuts that change the text in ways the engine models (select all, cut, paste, delete word).
+SHORTCUT_LETTERS = {"a": "ctrl+a", "x": "ctrl+x", "v": "ctrl+v"}
+
+
+@dataclass(frozen=True)
+class KeyEvent:
+    time: float
+    key: str        # an engine key name: a 1-char string or "backspace", "enter", "ctrl+a", "click", ...
+    injected: bool  # synthesised (on-screen keyboard, xdotool); kept, and flagged
+
+
+class KeyTranslator:
+    """Turns (pynput key name or character, pressed) into engine key names, tracking held modifiers."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+
+    def translate(self, name: str | None, char: str | None, pressed: bool) -> str | None:
+        if name in MODIFIERS:
+            (self.held.add if pressed else self.held.discard)(name)
+            return None
+        if not pressed:
+            return None
+        ctrl = bool(self.held & CTRL)
+        alt = bool(self.held & ALT)
+        command = bool(self.held & CMD)
+        if ctrl and alt and char and char.isprintable():
+            return char  # Windows reports AltGr as Ctrl+Alt: the result is a character, not a shortcut
+        if ctrl or command or alt:
+            return self._shortcut(name, char)
+        if name is not None:
+            return NAMED_KEYS.get(name)
+        if char is None or len(char) != 1:
+            return None
+        if char in "\r\n":
+            return "enter"
+        if char == "\t":
+            return "tab"
+        if char == "\b":
+            return "backspace"
+        return char if char.isprintable() else None
+
+    def _shortcut(self, name: str | None, char: str | None) -> str | None:
+        if name == "backspace":
+            return "ctrl+backspace"  # Ctrl (Alt on macOS) + Backspace deletes a word; Cmd deletes more, same effect
+        if name in ("left", "right", "up", "down", "home", "end", "delete"):
+            return NAMED_KEYS[name]  # word jumps still move the caret
+        if char is None or len(char) != 1:
+            return None
+        if ord(char) < 32:  # some backends report Ctrl+A as U+0001
+            char = chr(ord(char) + 96)
+        return SHORTCUT_LETTERS.get(char.lower())
+
+
+def describe_pynput_key(key) -> tuple[str | None, str | None]:
+    """(Key name, None) for special keys, (None, character) for character keys, (None, None) when unknown."""
+    if key is None:
+        return None, None
+    if hasattr(key, "value") and isinstance(getattr(key, "name", None), str):  # a pynput Key enum member
+        return key.name, None
+    return None, getattr(key, "char", None)
+
+
+class HookWatchdog:
+    """Pure logic of the Windows watchdog: the OS saw input (GetLastInputInfo) well after the last event our hook
+    delivered, twice in a row, so the hook was silently removed and must be reinstalled."""
+
+    def __init__(self, grace_s: float = 3.0):
+        self.grace_s = grace_s
+        self.suspicious = 0
+
+    def hook_is_dead(self, last_os_input: float, last_hook_event: float) -> bool:
+        if last_os_input - last_hook_event > self.grace_s:
+            self.suspicious += 1
+        else:
+            self.suspicious = 0
+        return self.suspicious >= 2
+
+
+class KeyboardCapture:
+    """Delivers `KeyEvent`s to `on_key` from a worker thread. Mouse clicks arrive as the key "click", because a
+    click moves the caret and the engine must start a new stretch of text."""
+
+    def __init__(self, on_key: Callable[[KeyEvent], None], capture_clicks: bool = True):
+        self.on_key = on_key
+        self.capture_clicks = capture_clicks
+        self.raw: queue.Queue = queue.Queue(maxsize=RAW_QUEUE_LIMIT)
+        self.overflowed = 0
+        self.restarts = 0
+        self.last_event_at = time.monotonic()
+        self._stop = threading.Event()
+        self._listeners: list = []
+        self._translator = KeyTranslator()
+        self._worker = threading.Thread(target=self._work, name="wardwatch-keys", daemon=True)
+        self._supervisor = threading.Thread(target=self._supervise, name="wardwatch-keys-supervisor", daemon=True)
+
+    # ------------------------------------------------------------------ listener callbacks: queue only
+
+    def _enqueue(self, key, pressed: bool, injected: bool) -> None:
+        try:
+            self.raw.put_nowait((time.time(), key, pressed, bool(injected)))
+        except queue.Full:
+            self.overflowed += 1
+        except Exception:  # an exception here would stop the listener; losing one key is better
+            self.overflowed += 1
+
+    def _on_press(self, key, injected=False) -> None:
+        self._enqueue(key, True, injected)
+
+    def _on_release(self, key, injected=False) -> None:
+        self._enqueue(key, False, injected)
+
+    def _on_click(self, _x, _y, _button, pressed, injected=False) -> None:
+        if pressed:
+            self._enqueue("click", True, injected)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start listening; raises OSError with the reason when the platform refuses (no RECORD extension, no
+        Accessibility permission, ...)."""
+        self._start_listeners()
+        self._worker.start()
+        self._supervisor.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._stop_listeners()
+        with contextlib.suppress(queue.Full):
+            self.raw.put_nowait(None)
+        for thread in (self._worker, self._supervisor):
+            if thread.is_alive():
+                thread.join(timeout=5)
+
+    def _start_listeners(self) -> None:
+        try:
+            from pynput import keyboard, mouse
+        except Exception as exc:  # pynput raises ImportError with the backend's reason (no display, ...)
+            raise OSError(f"keyboard capture is not available: {exc}") from exc
+        listeners = [keyboard.Listener(on_press=self._on_press, on_release=self._on_release)]
+        if self.capture_clicks:
+            listeners.append(mouse.Listener(on_click=self._on_click))
+        for listener in listeners:
+            listener.start()
+        for listener in listeners:
+            listener.wait()  # returns once the hook is in place (or the listener died trying)
+        dead = [listener for listener in listeners if not listener.is_alive()]
+        if dead:
+            for listener in listeners:
+                listener.stop()
+            raise OSError("keyboard capture could not start: the input listener stopped at once "
+                          "(on X11 the RECORD extension is needed)")
+        self._listeners = listeners
+
+    def _stop_listeners(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener.stop()
+            except Exception as exc:
+                log.debug("listener stop: %s", type(exc).__name__)
+        self._listeners = []
+
+    def listening(self) -> bool:
+        return bool(self._listeners) and all(listener.is_alive() for listener in self._listeners)
+
+    # ------------------------------------------------------------------ threads
+
+    def _work(self) -> None:
+        while True:
+            item = self.raw.get()
+            if item is None or self._stop.is_set():
+                return
+            stamp, key, pressed, injected = item
+            self.last_event_at = time.monotonic()
+            if key == "click":
+                name = "click"
+            else:
+                pynput_name, char = describe_pynput_key(key)
+                name = self._translator.translate(pynput_name, char, pressed)
+            if name is None:
+                continue
+            try:
+                self.on_key(KeyEvent(stamp, name, injected))
+            except Exception:
+                log.exception("key handler failed")  # the traceback holds no key: on_key gets only the event
+
+    def _supervise(self) -> None:
+        watchdog = HookWatchdog()
+        last_input = _last_input_clock()
+        delay = SUPERVISE_EVERY_S
+        while not self._stop.wait(delay):
+            delay = SUPERVISE_EVERY_S
+            reason = None
+            if not self.listening():
+                reason = "the keyboard listener stopped"
+            elif last_input is not None and watchdog.hook_is_dead(last_input(), self.last_event_at):
+                reason = "the keyboard hook went quiet while the system still saw input"
+            if reason is None:
+                continue
+            log.warning("%s; restarting it", reason)
+            self._stop_listeners()
+            try:
+                self._start_listeners()
+                self.restarts += 1
+                watchdog.suspicious = 0
+                self.last_event_at = time.monotonic()
+            except OSError as exc:
+                log.error("%s", exc)
+                delay = min(60.0, SUPERVISE_EVERY_S * 8)
+
+
+def _last_input_clock() -> Callable[[], float] | None:
+    """On Windows, a clock of the last input the OS saw (monotonic seconds); elsewhere None (no silent removal)."""
+    if sys.platform != "win32":
+        return None
+    from agent.capture.keyboard_watchdog_windows import last_input_monotonic
+
+    return last_input_monotonic
