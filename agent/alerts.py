@@ -50,7 +50,7 @@ class Signer:
                               agent_id=self.agent_id).SerializeToString()
 
 
-def test_alert(category: str, severity: int, text: str) -> pb.Alert:
+def make_test_alert(category: str, severity: int, text: str) -> pb.Alert:
     return pb.Alert(kind=pb.ALERT_KIND_TEST, category=category, severity=severity, rule="test.manual",
                     matched=text, context=text, confidence=1.0, user=current_user(),
                     window_title="WardWatch test alert", application="wardwatch-agent")

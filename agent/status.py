@@ -10,7 +10,7 @@ import time
 
 import grpc
 
-from agent.alerts import Signer, test_alert
+from agent.alerts import Signer, make_test_alert
 from agent.channel import describe_rpc_error
 from agent.errors import AgentError
 from agent.spool import Spool, SpoolFull
@@ -110,7 +110,7 @@ def cmd_send_test_alert(args: argparse.Namespace) -> int:
     state = AgentState(args.state)
     config = state.config()
     signer = Signer(key=state.identity_key(), agent_id=config["agent_id"], age_band=config.get("age_band", ""))
-    alert = test_alert(args.category, args.severity, args.text)
+    alert = make_test_alert(args.category, args.severity, args.text)
     spool = Spool(state.spool_path)
     try:
         try:

@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.ingest import MAX_BATCH_ITEMS, Rejected, row_values, verify_envelope
@@ -49,6 +50,15 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self.pki = pki
         self._command_events: dict[str, asyncio.Event] = {}
 
+    async def _db(self, context: grpc.aio.ServicerContext, fn, *args):
+        """Run blocking database work off the event loop. A database failure becomes a retryable UNAVAILABLE
+        naming only the exception class: statements carry alert content, which never goes into logs or errors."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except SQLAlchemyError as exc:
+            log.error("database error in %s: %s", getattr(fn, "__name__", "call"), type(exc).__name__)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the collector's database is unavailable; retry later")
+
     # ------------------------------------------------------------------ identity
 
     async def _peer(self, context: grpc.aio.ServicerContext) -> PeerAgent:
@@ -62,7 +72,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         except ValueError:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate carries no agent identity")
         agent_id = agent_id_of(identity)
-        row = await asyncio.to_thread(self._load_agent, agent_id)
+        row = await self._db(context, self._load_agent, agent_id)
         if row is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unknown agent {agent_id}: enrol this device")
         if row.status != "active":
@@ -90,7 +100,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "identity proof does not verify: the request was not made by that key")
         try:
-            agent_id, site, band, cert = await asyncio.to_thread(self._enrol, request, csr, identity)
+            agent_id, site, band, cert = await self._db(context, self._enrol, request, csr, identity)
         except TokenRefused as exc:
             code = grpc.StatusCode.UNAUTHENTICATED if "unknown" in str(exc) else grpc.StatusCode.PERMISSION_DENIED
             await context.abort(code, str(exc))
@@ -138,14 +148,14 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                 row.cert_not_after = cert.not_valid_after_utc
                 return cert
 
-        cert = await asyncio.to_thread(renew)
+        cert = await self._db(context, renew)
         return pb.RenewResponse(certificate_pem=cert_pem(cert), ca_chain_pem=self.pki.ca_cert_pem)
 
     # ------------------------------------------------------------------ alerts
 
     async def UploadBatch(self, request: pb.UploadBatchRequest, context) -> pb.UploadBatchResponse:
         peer = await self._peer(context)
-        return await asyncio.to_thread(self._upload, peer, request)
+        return await self._db(context, self._upload, peer, request)
 
     def _upload(self, peer: PeerAgent, request: pb.UploadBatchRequest) -> pb.UploadBatchResponse:
         acks: list[pb.AlertAck] = []
@@ -181,7 +191,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
         peer = await self._peer(context)
-        latest = await asyncio.to_thread(self._heartbeat, peer, request)
+        latest = await self._db(context, self._heartbeat, peer, request)
         resp = pb.HeartbeatResponse(latest_bundle_version=latest, heartbeat_interval_s=HEARTBEAT_INTERVAL_S)
         resp.server_time.GetCurrentTime()
         return resp
@@ -224,7 +234,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                     return b
                 return self._latest_bundle(s, peer.site_id)[1]
 
-        bundle = await asyncio.to_thread(fetch)
+        bundle = await self._db(context, fetch)
         if bundle is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no keyword bundle has been published for this site")
         if bundle.version == request.have_version:
@@ -241,7 +251,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         event = self._command_events.setdefault(peer.agent_id, asyncio.Event())
         try:
             while True:
-                for command in await asyncio.to_thread(self._pending_commands, peer.agent_id):
+                for command in await self._db(context, self._pending_commands, peer.agent_id):
                     yield command
                 event.clear()
                 with contextlib.suppress(TimeoutError):
@@ -270,7 +280,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                           .where(AgentCommand.id == request.command_id, AgentCommand.agent_id == peer.agent_id)
                           .values(acked_at=dt.datetime.now(dt.UTC), ok=request.ok, detail=request.detail[:2000]))
 
-        await asyncio.to_thread(ack)
+        await self._db(context, ack)
         return pb.CommandAckResponse()
 
 

@@ -19,7 +19,8 @@ def make_engine(url: str) -> Engine:
     """An Engine with the per-backend settings WardWatch relies on (WAL and foreign keys on SQLite)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # hide_parameters: a failing statement must never put alert content into a log or an error message.
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -31,7 +32,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
 
 
 def alembic_config(url: str):

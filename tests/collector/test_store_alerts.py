@@ -1,0 +1,56 @@
+"""Exactly-once storage on SQLite and PostgreSQL."""
+
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from collector.store.alerts import insert_alerts
+from collector.store.models import Agent, Alert, Site
+
+
+def _agent(session: Session) -> Agent:
+    site = Site(name="Test site")
+    session.add(site)
+    session.flush()
+    agent = Agent(id="a" * 32, site_id=site.id, identity_public_key=b"k", cert_serial="1",
+                  cert_not_after=dt.datetime.now(dt.UTC))
+    session.add(agent)
+    session.flush()
+    return agent
+
+
+def _row(agent: Agent, seq: int, matched: str = "m") -> dict:
+    now = dt.datetime.now(dt.UTC)
+    return {"id": str(uuid.uuid4()), "agent_id": agent.id, "seq": seq, "site_id": agent.site_id, "kind": "keyword",
+            "category": "bullying", "severity": 3, "matched": matched, "created_at": now, "received_at": now,
+            "payload": b"p", "signature": b"s", "details": {}}
+
+
+def test_resend_is_recognised_and_not_stored_twice(store_engine):
+    with Session(store_engine) as s, s.begin():
+        agent = _agent(s)
+        first = insert_alerts(s, [_row(agent, 1), _row(agent, 2)])
+    assert all(new for _id, new in first.values())
+    with Session(store_engine) as s, s.begin():
+        agent = s.get(Agent, "a" * 32)
+        again = insert_alerts(s, [_row(agent, 2), _row(agent, 3)])
+    assert again[2] == (first[2][0], False)  # same id as stored the first time, marked not new
+    assert again[3][1] is True
+    with Session(store_engine) as s:
+        assert s.scalar(select(func.count()).select_from(Alert)) == 3
+
+
+def test_database_errors_never_carry_alert_content(store_engine):
+    with Session(store_engine, expire_on_commit=False) as s, s.begin():
+        agent = _agent(s)
+    row = _row(agent, 1, matched="SECRET-CHILD-TEXT")
+    row["agent_id"] = "missing-agent"  # violates the foreign key
+    with pytest.raises(IntegrityError) as err, Session(store_engine) as s, s.begin():
+        if store_engine.dialect.name == "sqlite":
+            s.execute(text("PRAGMA foreign_keys=ON"))
+        s.execute(Alert.__table__.insert().values(row))
+    assert "SECRET-CHILD-TEXT" not in str(err.value)
