@@ -1,0 +1,84 @@
+"""The detection engine: a compiled keyword library for one age band, swappable while in use."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from agent.detect.match import Match, context_window
+from agent.detect.matcher import CompiledLibrary, Hit
+from signatures.bundle import load_signed_file
+from signatures.loader import default_signatures_dir, load_library
+from signatures.schema import Library
+
+SOURCES = ("typed", "title", "deleted")
+
+
+def make_match(compiled: CompiledLibrary, hit: Hit, text: str, source: str, shift: int = 0) -> Match:
+    """A Match for a hit found in `text`; `shift` moves its offsets into the caller's (larger) text."""
+    rule = compiled.rules[hit.rule]
+    return Match(category=rule.category, severity=rule.severity, rule=rule.id, confidence=hit.confidence,
+                 matched=text[hit.start:hit.end], start=hit.start + shift, end=hit.end + shift, source=source,
+                 context=context_window(text, hit.start, hit.end))
+
+
+class Engine:
+    """Scans text for library hits. Reads take one reference to the compiled library, so a swap never tears a scan."""
+
+    def __init__(self, compiled: CompiledLibrary):
+        self._compiled = compiled
+        self._swap_lock = threading.Lock()
+
+    @classmethod
+    def from_library(cls, library: Library, profile: str = "secondary") -> Engine:
+        return cls(CompiledLibrary(library, profile))
+
+    @classmethod
+    def from_signatures(cls, path: Path | None = None, profile: str = "secondary") -> Engine:
+        """Load the TOML libraries in `path` (default: the ones shipped in the `signatures` package)."""
+        return cls.from_library(load_library(path or default_signatures_dir()), profile)
+
+    @classmethod
+    def from_bundle(cls, path: Path, public_key: ed25519.Ed25519PublicKey | bytes,
+                    profile: str = "secondary") -> Engine:
+        """Verify the bundle's signature with the bundle key first; raises BundleError if it does not verify."""
+        return cls.from_library(load_signed_file(path, public_key), profile)
+
+    @property
+    def compiled(self) -> CompiledLibrary:
+        return self._compiled
+
+    @property
+    def version(self) -> str:
+        return self._compiled.version
+
+    @property
+    def profile(self) -> str:
+        return self._compiled.profile
+
+    def scan(self, text: str, source: str = "typed") -> list[Match]:
+        """Every hit in a complete text (a title, a pasted message)."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+        compiled = self._compiled
+        return [make_match(compiled, h, text, source) for h in compiled.find(text, final=True)]
+
+    def keystroke_buffer(self):
+        from agent.detect.keystrokes import KeystrokeBuffer
+
+        return KeystrokeBuffer(self)
+
+    def swap_library(self, other: Engine | Library | CompiledLibrary) -> None:
+        """Use another library from the next scan on; compiled for this engine's profile before the swap."""
+        if isinstance(other, Engine):
+            other = other.compiled
+        if isinstance(other, CompiledLibrary):
+            compiled = other if other.profile == self.profile else CompiledLibrary(other.library, self.profile)
+        elif isinstance(other, Library):
+            compiled = CompiledLibrary(other, self.profile)
+        else:
+            raise TypeError(f"cannot swap in a {type(other).__name__}")
+        with self._swap_lock:
+            self._compiled = compiled

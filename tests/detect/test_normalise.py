@@ -1,0 +1,96 @@
+"""Normalisation keeps offsets back to the original text while undoing disguise."""
+
+from agent.detect.normalise import collapse_repeats, fold, phrase_key, variants
+
+
+def original_span(text: str, folded, start: int, end: int) -> str:
+    return text[folded.starts[start]:folded.ends[end - 1]]
+
+
+def test_fold_casefolds_strips_accents_and_maps_offsets_back():
+    text = "Ｃafé ＫＩＬＬ"
+    folded = fold(text)
+    assert folded.text == "cafe kill"
+    i = folded.text.index("kill")
+    assert original_span(text, folded, i, i + 4) == "ＫＩＬＬ"
+
+
+def test_combining_accent_is_dropped_but_covered_by_offsets():
+    text = "cafe\u0301 now"
+    folded = fold(text)
+    assert folded.text == "cafe now"
+    assert original_span(text, folded, 0, 4) == "cafe\u0301"
+
+
+def test_invisible_format_characters_are_removed_and_marked_as_disguise():
+    text = "sui\u200bci\u00adde\u202e"
+    folded = fold(text)
+    assert folded.text == "suicide"
+    assert folded.disguised  # the character after an invisible one counts as disguised
+    assert original_span(text, folded, 0, 7) == "sui\u200bci\u00adde"
+
+
+def test_cyrillic_and_greek_lookalikes_fold_to_latin():
+    assert fold("ѕuісіdе").text == "suicide"
+    assert fold("κιll").text == "kill"
+    assert fold("ѕuісіdе").disguised
+
+
+def test_non_latin_scripts_keep_their_letters_and_marks():
+    arabic = "أريد أن أموت"
+    assert fold(arabic).text == arabic
+    gurmukhi = "ਮਰਨਾ ਚਾਹੁੰਦਾ"
+    assert fold(gurmukhi).text == gurmukhi
+
+
+def test_polish_letters_lose_accents_consistently_with_phrases():
+    assert fold("Chcę umrzeć").text == "chce umrzec"
+    assert phrase_key("chcę umrzeć") == "chce umrzec"
+
+
+def test_punctuation_becomes_single_spaces_and_phrase_keys_match_it():
+    assert fold("kill--myself").text == "kill myself"
+    assert phrase_key("self-harm") == "self harm"
+    assert phrase_key("  I'm   DONE ") == "i m done"
+
+
+def test_leetspeak_only_inside_tokens_with_a_letter():
+    v = variants("in 2024 I want to end my l1f3, $uicide 4 real")
+    assert v.leet is not None
+    assert v.leet.text == "in 2024 i want to end my life, suicide 4 real".replace(",", " ").replace("  ", " ")
+    assert variants("call 0800 1111 at 5").leet is None
+
+
+def test_double_one_reads_as_double_l_and_trailing_bangs_stay():
+    v = variants("ki11 it!!")
+    assert v.leet is not None
+    assert v.leet.text == "kill it!!"
+
+
+def test_spaced_and_dotted_single_letters_join_into_words():
+    v = variants("I will s u i c i d e, k.i.l.l m.y.s.e.l.f")
+    assert v.joined is not None
+    assert "suicide" in v.joined.text.split()
+    assert "kill myself" in v.joined.text  # a change of separator ("." then " ") keeps the words apart
+    start = v.joined.text.index("suicide")
+    assert original_span("I will s u i c i d e, k.i.l.l m.y.s.e.l.f", v.joined, start, start + 7) == "s u i c i d e"
+
+
+def test_letters_spaced_evenly_across_words_join_into_one_run():
+    v = variants("k i l l m y s e l f")
+    assert v.joined is not None
+    assert v.joined.text == "killmyself"
+    assert v.joined.runs == ((0, 10),)
+
+
+def test_two_single_letters_are_not_a_run():
+    assert variants("i am a b").joined is None or "ab" not in variants("i am a b").joined.text
+
+
+def test_elongation_collapses_and_marks_only_real_repeats():
+    v = variants("kiiiill it")
+    assert v.collapsed is not None
+    assert v.collapsed.text == "kil it"
+    assert 1 in v.collapsed.elongated  # the i that stood for four
+    assert variants("kill the lights").collapsed is None
+    assert collapse_repeats("kill") == "kil"
