@@ -1,0 +1,16 @@
+"""Removable media: is each USB volume encrypted? Header classification, OS probes, arrival watchers, policy.
+
+The agent service uses only these names:
+
+    watcher = start_watcher(on_report)          # own thread; watcher.stop()
+    MediaPolicy(approved_serials=...).severity_for(report)  # None = inventory only
+"""
+
+from __future__ import annotations
+
+from agent.capture.media.classify import classify_path
+from agent.capture.media.policy import MediaPolicy
+from agent.capture.media.report import MediaReport
+from agent.capture.media.watch_base import start_watcher
+
+__all__ = ["MediaPolicy", "MediaReport", "classify_path", "start_watcher"]
