@@ -115,7 +115,15 @@ def verify_bundle(bundle: bytes, signature: bytes, public_key: ed25519.Ed25519Pu
     allow = doc.get("allow", [])
     if not isinstance(libraries, list) or not isinstance(allow, list):
         raise BundleError("bundle:1: bundle has no libraries")
+    try:
+        return assemble(_parse_libraries(libraries, allow), version=version)
+    except BundleError:
+        raise
+    except LibraryError as exc:
+        raise BundleError(str(exc)) from None
 
+
+def _parse_libraries(libraries: list[Any], allow: list[Any]) -> list:
     def no_line(_rule_id: str | None) -> int:
         return 1
 
@@ -123,17 +131,13 @@ def verify_bundle(bundle: bytes, signature: bytes, public_key: ed25519.Ed25519Pu
     for index, lib in enumerate(libraries):
         if not isinstance(lib, dict):
             raise BundleError(f"bundle:{index + 1}: library entry is not an object")
-        where = f"bundle[{(lib.get('library') or {}).get('category', index)}]"
+        header = lib.get("library")
+        where = f"bundle[{header.get('category', index) if isinstance(header, dict) else index}]"
         parsed.append((where, no_line, parse_document(lib, where, no_line)))
-    allow_doc = {"library": {"category": ALLOW_CATEGORY, "schema": 1}, "allow": [{"phrases": allow}]} if allow else None
-    if allow_doc:
+    if allow:
+        allow_doc = {"library": {"category": ALLOW_CATEGORY, "schema": 1}, "allow": [{"phrases": allow}]}
         parsed.append(("bundle[allow]", no_line, parse_document(allow_doc, "bundle[allow]", no_line)))
-    try:
-        return assemble(parsed, version=version)
-    except BundleError:
-        raise
-    except LibraryError as exc:
-        raise BundleError(str(exc)) from None
+    return parsed
 
 
 def pack_signed(bundle: bytes, signature: bytes) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from signatures.schema import ALLOW_CATEGORY, Library, LibraryError, assemble, parse_document
 
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)\s*$")
+_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)\s*$")
 
 
 def default_signatures_dir() -> Path:
@@ -54,7 +54,9 @@ def _parse_file(path: Path, shown: str):
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         position = _TOML_POSITION.search(message)
-        line = position.group(1) if position else "1"
+        # "at end of document" means an unclosed list or string that runs to the last line
+        last_line = str(max(1, len(text.splitlines())))
+        line = position.group(1) if position and position.group(1) else last_line
         raise LibraryError(f"{shown}:{line}: {_TOML_POSITION.sub('', message)}") from None
     locate = _line_locator(text)
     stem = path.stem
