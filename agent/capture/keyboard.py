@@ -196,7 +196,7 @@ class KeyboardCapture:
         self._listeners = []
 
     def listening(self) -> bool:
-        return bool(self._listeners) and all(listener.is_alive() for listener in self._listeners)
+        return bool(self._listeners) and all(listener.running and listener.is_alive() for listener in self._listeners)
 
     # ------------------------------------------------------------------ threads
 

@@ -2,58 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from agent.ipc import MatchClient, MatchServer, Outbox, PeerCred, UntrustedSocket, check_socket_owner
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
-
-
-class ServiceThread:
-    """A MatchServer in its own event loop, as the agent service runs it."""
-
-    def __init__(self, socket_path: Path, fail_first: int = 0):
-        self.socket_path = socket_path
-        self.received: list[tuple[dict, PeerCred]] = []
-        self.fail_first = fail_first
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server: MatchServer | None = None
-
-    async def on_message(self, message: dict, peer: PeerCred) -> None:
-        if self.fail_first:
-            self.fail_first -= 1
-            raise RuntimeError("spool full")
-        self.received.append((message, peer))
-
-    def start(self) -> ServiceThread:
-        self.thread.start()
-        self.server = MatchServer(self.socket_path, self.on_message)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    def of_type(self, kind: str) -> list[dict]:
-        return [m for m, _ in self.received if m["type"] == kind]
+from agent.ipc import MatchClient, Outbox, UntrustedSocket, check_socket_owner
+from tests.capture.conftest import ServiceThread, wait_for
 
 
 @pytest.fixture

@@ -1,0 +1,371 @@
+"""`wardwatch-agent session`: the per-user session helper, started at logon.
+
+It watches the keyboard and the active window, runs the detection engine on the device and sends only matches to the
+agent service over the local channel (agent/ipc.py). Raw keystrokes never leave this process, and keys typed into a
+password field, a credential prompt or an excluded application are dropped the moment they arrive.
+
+One worker (the main thread) owns the engine: keys and window changes arrive on one queue, so a title change is
+always seen in order with the keys typed before and after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.capture.keyboard import KeyEvent
+from agent.capture.privacy import PrivacyPolicy
+from agent.capture.session_type import WAYLAND_NOTICE, SessionType, detect_session_type, keystrokes_supported
+from agent.capture.window import ActiveWindow
+from agent.errors import AgentError
+
+log = logging.getLogger("wardwatch.session")
+
+BUNDLE_CHECK_S = 30.0  # a new bundle is picked up within this long; a stat() every 30 s costs nothing
+TITLES_REMEMBERED = 512  # a title hit is reported once per distinct title, not on every refocus
+SYSTEM_STATE_DIR = Path("/var/lib/wardwatch/agent")
+DEFAULT_NOTICE = (
+    "This computer is monitored by your school to help keep you safe online. What you type and the titles of the "
+    "windows you use are checked on this computer for signs that someone may be at risk; only possible concerns "
+    "are sent to the school's safeguarding staff. Passwords are never recorded."
+)
+
+
+class SessionStop(Exception):
+    """SIGTERM/SIGINT: finish the current stretch of text, deliver what is queued and leave."""
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+def resolve_state_dir(requested: Path) -> Path:
+    """The service's state directory: the one asked for if it is a service's, else the system default if a service
+    runs there (a helper started as the pupil would otherwise look in the pupil's own home)."""
+    if (requested / "agent.json").exists() or (requested / "ipc").exists():
+        return requested
+    if not os.environ.get("WARDWATCH_STATE") and (SYSTEM_STATE_DIR / "ipc").exists():
+        return SYSTEM_STATE_DIR
+    return requested
+
+
+def read_agent_config(state_dir: Path) -> dict[str, Any]:
+    """agent.json, readable by every user (it holds no secret); empty before enrolment."""
+    path = state_dir / "agent.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s); using defaults", path, type(exc).__name__)
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def notice_text_and_version(config: dict[str, Any]) -> tuple[str, str]:
+    text = str(config.get("notice_text") or DEFAULT_NOTICE)
+    version = str(config.get("notice_version") or "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16])
+    return text, version
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+
+
+class BundleFiles:
+    """The service's current bundle, and a cheap way to notice that it installed a new one."""
+
+    def __init__(self, state_dir: Path):
+        self.bundle = state_dir / "bundle" / "current.wwb"
+        self.signature = state_dir / "bundle" / "current.sig"
+        self._seen = self.fingerprint()
+
+    def fingerprint(self) -> tuple:
+        try:
+            stats = [os.stat(p) for p in (self.bundle, self.signature)]
+        except FileNotFoundError:
+            return ()
+        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
+
+    def changed(self) -> bool:
+        now = self.fingerprint()
+        if now == self._seen:
+            return False
+        self._seen = now
+        return True
+
+
+def packaged_signatures_dir() -> Path:
+    import signatures
+
+    return Path(signatures.__file__).resolve().parent
+
+
+def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
+    """The service's verified bundle if there is one, else the libraries shipped in the package."""
+    from agent.detect import Engine
+
+    files = BundleFiles(state_dir)
+    key_b64 = config.get("bundle_public_key")
+    if files.bundle.exists() and key_b64:
+        try:
+            from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+            public_key = load_der_public_key(base64.b64decode(key_b64))
+            engine = Engine.from_bundle(files.bundle, public_key, profile=profile)
+            log.info("keyword bundle %s loaded (%s)", getattr(engine, "version", "?"), profile)
+            return engine
+        except Exception as exc:
+            log.error("the service's keyword bundle could not be used (%s: %s); using the built-in libraries",
+                      type(exc).__name__, str(exc)[:200])
+    engine = Engine.from_signatures(packaged_signatures_dir(), profile=profile)
+    log.info("built-in keyword libraries loaded (%s)", profile)
+    return engine
+
+
+# ---------------------------------------------------------------------------------------------- the helper
+
+
+class SessionHelper:
+    """Turns key and window events into match messages. Everything here runs on one thread (`run`)."""
+
+    def __init__(self, engine, send: Callable[[dict], Any], policy: PrivacyPolicy, age_band: str,
+                 password_field_focused: Callable[[], bool] | None = None,
+                 reload_engine: Callable[[], Any] | None = None, bundle_files: BundleFiles | None = None):
+        self.engine = engine
+        self.kb = engine.keystroke_buffer()
+        self.send = send
+        self.policy = policy
+        self.age_band = age_band
+        self.password_field_focused = password_field_focused
+        self.reload_engine = reload_engine
+        self.bundle_files = bundle_files
+        self.events: queue.Queue = queue.Queue()
+        self.window: ActiveWindow | None = None
+        self.titles_seen: OrderedDict[str, None] = OrderedDict()
+        self.dropping: str | None = None  # why keys are being dropped right now, for one log line per change
+        self.keys_dropped = 0
+        self.matches_sent = 0
+        self._next_bundle_check = time.monotonic() + BUNDLE_CHECK_S
+
+    # ------------------------------------------------------------------ producers (any thread)
+
+    def on_key(self, event: KeyEvent) -> None:
+        self.events.put(("key", event))
+
+    def on_window(self, window: ActiveWindow) -> None:
+        self.events.put(("window", window))
+
+    def stop(self) -> None:
+        self.events.put(("stop", None))
+
+    # ------------------------------------------------------------------ the worker
+
+    def run(self) -> None:
+        """Process events until `stop()`; raises SessionStop if a signal handler does."""
+        while True:
+            try:
+                kind, payload = self.events.get(timeout=max(0.1, self._next_bundle_check - time.monotonic()))
+            except queue.Empty:
+                self.check_bundle()
+                continue
+            if kind == "stop":
+                return
+            self.handle(kind, payload)
+
+    def handle(self, kind: str, payload: Any) -> None:
+        try:
+            if kind == "key":
+                self.handle_key(payload)
+            elif kind == "window":
+                self.handle_window(payload)
+        except Exception as exc:  # one bad event must not end monitoring; its content is not logged
+            log.error("could not process a %s event: %s", kind, type(exc).__name__)
+        if time.monotonic() >= self._next_bundle_check:
+            self.check_bundle()
+
+    def handle_key(self, event: KeyEvent) -> None:
+        password_field = bool(self.password_field_focused and self.password_field_focused())
+        exclusion = self.policy.exclusion_for(self.window, password_field=password_field)
+        if exclusion is not None:
+            self.keys_dropped += 1  # the key itself goes with `event`, now: nothing keeps it
+            if self.dropping != exclusion.reason:
+                log.info("privacy: keys are not captured here (%s)", exclusion.describe())
+                self.dropping = exclusion.reason
+                # What was typed before the secret is matched on its own, never joined to what follows it.
+                self.report(self.kb.new_segment("excluded"), self.window)
+            return
+        if self.dropping is not None:
+            log.info("privacy: key capture resumed")
+            self.dropping = None
+        self.report(self.kb.feed(event.key), self.window)
+
+    def handle_window(self, window: ActiveWindow) -> None:
+        previous = self.window
+        # The stretch of text typed so far belongs to the window it was typed in.
+        focus_changed = previous is None or previous.window_id != window.window_id
+        self.report(self.kb.new_segment("focus" if focus_changed else "title"), previous)
+        self.window = window
+        exclusion = self.policy.exclusion_for(window)
+        if exclusion is not None and exclusion.drop_title:
+            return
+        if not window.title or window.title in self.titles_seen:
+            return
+        self.titles_seen[window.title] = None
+        while len(self.titles_seen) > TITLES_REMEMBERED:
+            self.titles_seen.popitem(last=False)
+        self.report(self.engine.scan(window.title, source="title"), window)
+
+    def report(self, matches, window: ActiveWindow | None) -> None:
+        for match in matches or ():
+            data = dict(match.to_dict())
+            data["context"] = getattr(match, "context", data.get("context", ""))
+            self.send({"type": "match", "match": data, "context": data["context"],
+                       "window_title": window.title if window else "",
+                       "application": window.application if window else "", "age_band": self.age_band})
+            self.matches_sent += 1
+            log.debug("match sent (severity %s)", data.get("severity"))
+
+    def flush(self) -> None:
+        self.report(self.kb.flush(), self.window)
+
+    def check_bundle(self) -> None:
+        self._next_bundle_check = time.monotonic() + BUNDLE_CHECK_S
+        if self.bundle_files is None or self.reload_engine is None or not self.bundle_files.changed():
+            return
+        try:
+            new_engine = self.reload_engine()
+        except Exception as exc:
+            log.error("new keyword bundle not loaded (%s); keeping the current one", type(exc).__name__)
+            return
+        if hasattr(self.engine, "swap_library"):
+            self.engine.swap_library(new_engine)
+        else:
+            self.flush()
+            self.engine, self.kb = new_engine, new_engine.keystroke_buffer()
+        log.info("keyword bundle reloaded")
+
+
+# ---------------------------------------------------------------------------------------------- platform pieces
+
+
+def password_check_for(session: SessionType) -> Callable[[], bool] | None:
+    """The platform's focused-password-field check. X11 has no such signal: there, titles and processes decide."""
+    if session is SessionType.WINDOWS:
+        from agent.capture.privacy_windows import password_field_focused
+
+        return password_field_focused
+    if session is SessionType.MACOS:
+        from agent.capture.privacy_macos import password_field_focused
+
+        return password_field_focused
+    return None
+
+
+def show_notice(session: SessionType, text: str) -> bool:
+    """Show the notice where the platform lets a background process do so. The log always has it."""
+    log.info("monitoring notice: %s", text)
+    if session is not SessionType.X11:
+        return False
+    try:
+        from agent.capture.notice_x11 import show_notice as show_x11
+
+        show_x11(text)
+        return True
+    except Exception as exc:
+        log.warning("the monitoring notice could not be shown on screen: %s", exc)
+        return False
+
+
+def _raise_stop(_signum, _frame) -> None:
+    raise SessionStop()
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    from agent.ipc import MatchClient, socket_path_for
+
+    state_dir = resolve_state_dir(Path(args.state))
+    session = detect_session_type()
+    if session is SessionType.NONE:
+        raise AgentError("no desktop session here (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+                         "the session helper runs inside a user's graphical login")
+    config = read_agent_config(state_dir)
+    age_band = str(config.get("age_band") or "secondary")
+    try:
+        policy = PrivacyPolicy.from_config(config)
+    except ValueError as exc:
+        raise AgentError(f"{state_dir / 'agent.json'}: {exc}") from exc
+
+    client = MatchClient(socket_path_for(state_dir), state_dir,
+                         hello={"pid": os.getpid(), "session_type": session.value, "version": __version__})
+    client.start()
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    text, version = notice_text_and_version(config)
+    shown = show_notice(session, text)
+    client.send({"type": "notice", "text_version": version, "shown_on_screen": shown})
+    log.info("session helper started (%s session, state %s, age band %s)", session.value, state_dir, age_band)
+    try:
+        if not keystrokes_supported(session):
+            return _idle_without_capture(client, session)
+        return _capture(client, session, state_dir, config, policy, age_band)
+    except SessionStop:
+        return 0
+    finally:
+        client.close(timeout=3.0)
+
+
+def _idle_without_capture(client, session: SessionType) -> int:
+    """Wayland: say so loudly, report the gap, and stay (a helper that exits would only be restarted)."""
+    log.warning("%s", WAYLAND_NOTICE)
+    print(f"wardwatch-agent session: {WAYLAND_NOTICE}", file=sys.stderr)
+    for gap in ("keystrokes-unavailable", "window-titles-unavailable"):
+        client.send({"type": "coverage", "gap": gap, "detail": f"{session.value} session: capture not possible"})
+    while True:
+        signal.pause()
+
+
+def _capture(client, session: SessionType, state_dir: Path, config: dict[str, Any], policy: PrivacyPolicy,
+             age_band: str) -> int:
+    from agent.capture.keyboard import KeyboardCapture
+    from agent.capture.window import create_window_watcher
+
+    try:
+        engine = load_engine(state_dir, age_band, config)
+    except Exception as exc:
+        client.send({"type": "coverage", "gap": "detection-unavailable", "detail": type(exc).__name__})
+        raise AgentError(f"the keyword libraries could not be loaded: {exc}") from exc
+    helper = SessionHelper(engine, client.send, policy, age_band, password_field_focused=password_check_for(session),
+                           reload_engine=lambda: load_engine(state_dir, age_band, read_agent_config(state_dir)),
+                           bundle_files=BundleFiles(state_dir))
+    watcher = create_window_watcher(session, helper.on_window)
+    keyboard = KeyboardCapture(helper.on_key)
+    started = []
+    for name, part, gap in (("window titles", watcher, "window-titles-unavailable"),
+                            ("keystrokes", keyboard, "keystrokes-unavailable")):
+        try:
+            part.start()
+            started.append(part)
+        except OSError as exc:
+            log.error("%s cannot be captured: %s", name, exc)
+            client.send({"type": "coverage", "gap": gap, "detail": str(exc)[:300]})
+    try:
+        helper.run()
+    finally:
+        for part in reversed(started):
+            part.stop()
+        helper.flush()
+        log.info("session helper stopping: %d matches sent, %d keys dropped for privacy",
+                 helper.matches_sent, helper.keys_dropped)
+    return 0

@@ -1,0 +1,128 @@
+"""The session helper's logic, event by event, with a recording stand-in engine (no desktop needed)."""
+
+from __future__ import annotations
+
+import os
+
+from agent.capture.keyboard import KeyEvent
+from agent.capture.privacy import PrivacyPolicy
+from agent.capture.window import ActiveWindow
+from agent.session import BundleFiles, SessionHelper, notice_text_and_version, read_agent_config, resolve_state_dir
+from tests.capture.fake_engine import FakeEngine
+
+NOTES = ActiveWindow("Year 9 English - Notes", "xterm", 100, 1)
+SUDO = ActiveWindow("[sudo] password for ayesha.khan:", "xterm", 101, 2)
+
+
+def helper_with(engine=None, policy=None, **kwargs):
+    sent: list[dict] = []
+    helper = SessionHelper(engine or FakeEngine(), sent.append, policy or PrivacyPolicy(), "secondary", **kwargs)
+    return helper, sent
+
+
+def type_text(helper: SessionHelper, text: str) -> None:
+    for ch in text:
+        helper.handle("key", KeyEvent(0.0, "enter" if ch == "\n" else ch, False))
+
+
+def test_typed_match_carries_window_title_application_and_age_band():
+    helper, sent = helper_with()
+    helper.handle("window", NOTES)
+    type_text(helper, "i want to kill mysellf")
+    helper.handle("key", KeyEvent(0.0, "backspace", False))
+    helper.handle("key", KeyEvent(0.0, "backspace", False))
+    type_text(helper, "f\n")
+    (message,) = sent
+    assert message["type"] == "match" and message["match"]["category"] == "suicide"
+    assert message["match"]["matched"] == "kill myself" and message["context"]
+    assert message["window_title"] == NOTES.title and message["application"] == "xterm"
+    assert message["age_band"] == "secondary"
+
+
+def test_keys_in_a_credential_prompt_never_reach_the_engine_or_the_channel():
+    engine = FakeEngine()
+    helper, sent = helper_with(engine)
+    helper.handle("window", NOTES)
+    type_text(helper, "hello ")
+    helper.handle("window", SUDO)
+    type_text(helper, "kill myself Secr3t!\n")
+    helper.handle("window", NOTES)
+    type_text(helper, "bye\n")
+    assert "".join(k for k in engine.fed if len(k) == 1) == "hello bye"
+    assert helper.keys_dropped == len("kill myself Secr3t!\n")
+    assert sent == []
+    assert not any("Secr3t" in text for text, _ in engine.scanned)
+
+
+def test_a_focused_password_field_drops_keys_and_ends_the_stretch_before_it():
+    engine = FakeEngine()
+    password = {"focused": False}
+    helper, sent = helper_with(engine, password_field_focused=lambda: password["focused"])
+    helper.handle("window", NOTES)
+    type_text(helper, "user kill")
+    password["focused"] = True
+    type_text(helper, " myself")
+    password["focused"] = False
+    type_text(helper, "ok\n")
+    assert sent == []  # "kill" and " myself" were never joined
+    assert [text for text, _ in engine.scanned] == ["Year 9 English - Notes", "user kill", "ok"]
+
+
+def test_a_title_is_reported_once_per_distinct_title_and_ends_the_keystroke_stretch():
+    helper, sent = helper_with()
+    porn = ActiveWindow("Pornhub - Free Porn Videos - Mozilla Firefox", "firefox", 7, 9)
+    helper.handle("window", NOTES)
+    type_text(helper, "kill myself")  # no Enter: the title change ends the stretch
+    helper.handle("window", ActiveWindow(porn.title, "xterm", 100, 1))
+    helper.handle("window", NOTES)
+    helper.handle("window", porn)
+    helper.handle("window", NOTES)
+    kinds = [(m["match"]["category"], m["match"]["source"], m["window_title"]) for m in sent]
+    assert kinds == [("suicide", "typed", NOTES.title), ("pornography", "title", porn.title)]
+
+
+def test_admin_excluded_windows_are_not_scanned_at_all():
+    engine = FakeEngine()
+    policy = PrivacyPolicy.build(applications=["counselling-notes"])
+    helper, sent = helper_with(engine, policy)
+    helper.handle("window", ActiveWindow("porn kill myself", "counselling-notes", 5, 5))
+    type_text(helper, "kill myself\n")
+    assert sent == [] and engine.scanned == [] and engine.fed == []
+
+
+def test_a_new_bundle_is_picked_up_and_a_bad_one_keeps_the_old(tmp_path):
+    (tmp_path / "bundle").mkdir()
+    files = BundleFiles(tmp_path)
+    engines = [FakeEngine("v2")]
+
+    def reload():
+        if not engines:
+            raise ValueError("signature does not verify")
+        return engines.pop()
+
+    helper, _sent = helper_with(FakeEngine("v1"), reload_engine=reload, bundle_files=files)
+    helper.check_bundle()
+    assert helper.engine.version == "v1"
+    (tmp_path / "bundle" / "current.wwb").write_bytes(b"bundle")
+    (tmp_path / "bundle" / "current.sig").write_bytes(b"sig")
+    helper.check_bundle()
+    assert helper.engine.version == "v2"
+    (tmp_path / "bundle" / "current.wwb").write_bytes(b"bundle, longer")
+    helper.check_bundle()
+    assert helper.engine.version == "v2"
+
+
+def test_configuration_from_agent_json(tmp_path, monkeypatch):
+    assert read_agent_config(tmp_path) == {}
+    (tmp_path / "agent.json").write_text('{"age_band": "primary", "notice_text": "We check typing."}')
+    config = read_agent_config(tmp_path)
+    assert config["age_band"] == "primary"
+    text, version = notice_text_and_version(config)
+    assert text == "We check typing." and version.startswith("sha256:")
+    assert notice_text_and_version({})[1] != version
+    (tmp_path / "agent.json").write_text("{broken")
+    assert read_agent_config(tmp_path) == {}
+    monkeypatch.setenv("WARDWATCH_STATE", str(tmp_path))
+    assert resolve_state_dir(tmp_path) == tmp_path
+    os.remove(tmp_path / "agent.json")
+    assert resolve_state_dir(tmp_path / "nowhere") == tmp_path / "nowhere"
