@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -28,8 +28,12 @@ from protos import wardwatch_pb2_grpc as pb_grpc
 from protos.identity import agent_id_of, identity_key_from_certificate
 
 log = logging.getLogger("wardwatch.gateway")
-COMMAND_POLL_S = 15.0
+# One query per process every few seconds finds commands queued by any replica or the console; per-agent polling
+# would cost 10,000 queries every interval on a large fleet.
+COMMAND_POLL_S = 3.0
 HEARTBEAT_INTERVAL_S = 60
+# How long a replica trusts what it read about an agent (status, key, site). Revocation takes effect within this.
+PEER_CACHE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
         self.pki = pki
         self._command_events: dict[str, asyncio.Event] = {}
+        self._peers: dict[str, tuple[float, PeerAgent | str]] = {}
+        self._command_poller: asyncio.Task | None = None
 
     async def _db(self, context: grpc.aio.ServicerContext, fn, *args):
         """Run blocking database work off the event loop. A database failure becomes a retryable UNAVAILABLE
@@ -72,18 +78,29 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         except ValueError:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate carries no agent identity")
         agent_id = agent_id_of(identity)
-        row = await self._db(context, self._load_agent, agent_id)
-        if row is None:
+        now = time.monotonic()
+        cached = self._peers.get(agent_id)
+        if cached is None or now - cached[0] > PEER_CACHE_S:
+            cached = (now, await self._db(context, self._load_peer, agent_id))
+            self._peers[agent_id] = cached
+        peer = cached[1]
+        if peer is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unknown agent {agent_id}: enrol this device")
-        if row.status != "active":
+        if isinstance(peer, str):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"agent {agent_id} is {row.status}: its certificate is no longer accepted")
-        return PeerAgent(agent_id=agent_id, site_id=row.site_id,
-                         public_key=load_der_public_key(row.identity_public_key))
+                                f"agent {agent_id} is {peer}: its certificate is no longer accepted")
+        return peer
 
-    def _load_agent(self, agent_id: str) -> Agent | None:
+    def _load_peer(self, agent_id: str) -> PeerAgent | str | None:
+        """The agent as a PeerAgent, its status word if it may not connect, or None if unknown."""
         with self.sessions() as s:
-            return s.get(Agent, agent_id)
+            row = s.get(Agent, agent_id)
+            if row is None:
+                return None
+            if row.status != "active":
+                return row.status
+            return PeerAgent(agent_id=agent_id, site_id=row.site_id,
+                             public_key=load_der_public_key(row.identity_public_key))
 
     # ------------------------------------------------------------------ enrolment
 
@@ -124,6 +141,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             row.age_band = token.age_band
             row.status = "active"
             row.enrolled_with_token = token.token_id
+            self._peers.pop(agent_id, None)
             s.add(row)
             _audit(s, "agent.enrol", agent_id, {"site": token.site.name, "token": token.token_id,
                                                 "hostname": row.hostname})
@@ -249,16 +267,35 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
     async def Commands(self, request: pb.CommandsRequest, context):
         peer = await self._peer(context)
         event = self._command_events.setdefault(peer.agent_id, asyncio.Event())
+        event.set()  # look once at connect: commands may have been queued while the agent was away
+        if self._command_poller is None or self._command_poller.done():
+            self._command_poller = asyncio.create_task(self._poll_commands())
         try:
             while True:
+                await event.wait()
+                event.clear()
                 for command in await self._db(context, self._pending_commands, peer.agent_id):
                     yield command
-                event.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), COMMAND_POLL_S)
         finally:
             if self._command_events.get(peer.agent_id) is event:
                 del self._command_events[peer.agent_id]
+
+    async def _poll_commands(self) -> None:
+        """Wake the streams of connected agents that have undelivered commands, with one query per interval."""
+        while self._command_events:
+            try:
+                waiting = await asyncio.to_thread(self._agents_with_pending_commands)
+            except SQLAlchemyError as exc:
+                log.warning("command poll failed: %s", type(exc).__name__)
+                waiting = set()
+            for agent_id in waiting:
+                self.notify_command(agent_id)
+            await asyncio.sleep(COMMAND_POLL_S)
+
+    def _agents_with_pending_commands(self) -> set[str]:
+        with self.sessions() as s:
+            return set(s.scalars(select(AgentCommand.agent_id).where(AgentCommand.delivered_at.is_(None))
+                                 .distinct()))
 
     def _pending_commands(self, agent_id: str) -> list[pb.Command]:
         out = []

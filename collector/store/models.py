@@ -141,7 +141,8 @@ class AgentCommand(Base):
     """A command queued for one agent, delivered over its Commands stream and acknowledged by it."""
 
     __tablename__ = "agent_commands"
-    __table_args__ = (Index("ix_agent_commands_pending", "agent_id", "acked_at"),)
+    __table_args__ = (Index("ix_agent_commands_pending", "agent_id", "acked_at"),
+                      Index("ix_agent_commands_undelivered", "delivered_at"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))

@@ -105,6 +105,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("agent_commands", schema=None) as batch_op:
         batch_op.create_index("ix_agent_commands_pending", ["agent_id", "acked_at"], unique=False)
+        batch_op.create_index("ix_agent_commands_undelivered", ["delivered_at"], unique=False)
 
     op.create_table(
         "alerts",
@@ -157,6 +158,7 @@ def downgrade() -> None:
 
     op.drop_table("alerts")
     with op.batch_alter_table("agent_commands", schema=None) as batch_op:
+        batch_op.drop_index("ix_agent_commands_undelivered")
         batch_op.drop_index("ix_agent_commands_pending")
 
     op.drop_table("agent_commands")
