@@ -360,6 +360,7 @@ def _capture(client, session: SessionType, state_dir: Path, config: dict[str, An
         except OSError as exc:
             log.error("%s cannot be captured: %s", name, exc)
             client.send({"type": "coverage", "gap": gap, "detail": str(exc)[:300]})
+    log.info("capturing: %s", ", ".join(type(part).__name__ for part in started) or "nothing")
     try:
         helper.run()
     finally:

@@ -6,7 +6,11 @@ the process test runs `wardwatch-agent session` itself with the real detection e
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +21,6 @@ from agent.ipc import MatchClient
 from agent.session import SessionHelper
 from tests.capture.conftest import ServiceThread, wait_for
 from tests.capture.fake_engine import FakeEngine
-
-pytestmark = pytest.mark.desktop
 
 PORN_TITLE = "Pornhub - Free Porn Videos - Mozilla Firefox"
 
@@ -31,6 +33,7 @@ def state_dir(tmp_path):
     return state
 
 
+@pytest.mark.desktop
 def test_helper_sends_only_matches_and_nothing_typed_in_a_sudo_prompt(desktop, state_dir):
     service = ServiceThread(state_dir / "ipc" / "session.sock").start()
     engine = FakeEngine()
@@ -91,3 +94,102 @@ def test_helper_sends_only_matches_and_nothing_typed_in_a_sudo_prompt(desktop, s
         worker.join(10)
         client.close(timeout=0)
         service.stop()
+
+
+def agent_command() -> list[str]:
+    return [str(Path(sys.executable).with_name("wardwatch-agent"))]
+
+
+@pytest.mark.desktop
+def test_the_session_command_with_the_real_engine(desktop, state_dir, tmp_path):
+    from agent.detect import Engine
+
+    engine = Engine.from_signatures(profile="secondary")
+    expected_title = sorted(m.category for m in engine.scan(PORN_TITLE, source="title"))
+    service = ServiceThread(state_dir / "ipc" / "session.sock").start()
+    notes, notes_wid = desktop.xterm("Year 9 English - Notes")
+    desktop.activate(notes_wid)
+    log_path = tmp_path / "session.log"
+    with open(log_path, "wb") as log_file:
+        helper = subprocess.Popen([*agent_command(), "--state", str(state_dir), "session"], env=desktop.env,
+                                  stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b"capturing: X11WindowWatcher, KeyboardCapture" in log_path.read_bytes(), 60,
+                 "the helper to start capturing")
+        # The notice is on screen and the pupil's window still has the keyboard.
+        notices = wait_for(lambda: service.of_type("notice"), 10, "the notice message")
+        assert notices[0]["text_version"].startswith("sha256:") and notices[0]["shown_on_screen"] is True
+        assert desktop.active() == notes_wid
+        hello = wait_for(lambda: service.of_type("hello"), 10, "hello")[0]
+        assert hello["pid"] == helper.pid and hello["session_type"] == "x11"
+
+        desktop.type("the homework is killing me and the essex trip was fun")
+        desktop.key("Return")
+        desktop.type("honestly i want to kill mysellf")
+        desktop.key("BackSpace", "BackSpace")
+        desktop.type("f")
+        desktop.key("Return")
+        wait_for(lambda: service.of_type("match"), 20, "the typed match")
+
+        sudo, sudo_wid = desktop.xterm("[sudo] password for ayesha.khan:")
+        desktop.activate(sudo_wid)
+        desktop.type("i want to kill myself")
+        desktop.key("Return")
+        desktop.activate(notes_wid)
+        desktop.set_title(notes_wid, PORN_TITLE)
+        if expected_title:
+            wait_for(lambda: any(m["match"]["source"] == "title" for m in service.of_type("match")), 20,
+                     "the title match")
+        desktop.activate(sudo_wid)
+        desktop.activate(notes_wid)
+        helper.send_signal(signal.SIGTERM)
+        assert helper.wait(20) == 0
+
+        typed = [m for m in service.of_type("match") if m["match"]["source"] in ("typed", "deleted")]
+        titled = [m for m in service.of_type("match") if m["match"]["source"] == "title"]
+        assert [m["match"]["category"] for m in typed if m["match"]["severity"] >= 2] in (["suicide"], ["self-harm"])
+        hit = next(m for m in typed if m["match"]["severity"] >= 2)
+        assert "mysel" in hit["match"]["matched"].lower() and hit["window_title"] == "Year 9 English - Notes"
+        assert hit["application"] == "xterm" and hit["age_band"] == "secondary"
+        assert sorted(m["match"]["category"] for m in titled) == expected_title
+        assert all(m["window_title"] == PORN_TITLE for m in titled)
+        assert {peer.pid for _m, peer in service.received} == {helper.pid}
+        log_text = log_path.read_text()
+        assert "Traceback" not in log_text
+        assert "honestly" not in log_text and "mysel" not in log_text  # the log never holds what was typed
+        desktop.close(sudo)
+        desktop.close(notes)
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait(10)
+        service.stop()
+
+
+def test_the_session_command_explains_wayland_and_reports_the_gap(state_dir, tmp_path):
+    service = ServiceThread(state_dir / "ipc" / "session.sock").start()
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    env.update({"WAYLAND_DISPLAY": "wayland-0", "XDG_SESSION_TYPE": "wayland"})
+    helper = subprocess.Popen([*agent_command(), "--state", str(state_dir), "session"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        gaps = wait_for(lambda: len(service.of_type("coverage")) >= 2 and service.of_type("coverage"), 30,
+                        "coverage gaps")
+        assert {g["gap"] for g in gaps} == {"keystrokes-unavailable", "window-titles-unavailable"}
+        helper.send_signal(signal.SIGTERM)
+        output = helper.communicate(timeout=20)[0].decode()
+        assert helper.returncode == 0
+        assert "Wayland" in output and "cannot capture typed text" in output and "Traceback" not in output
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait(10)
+        service.stop()
+
+
+def test_the_session_command_without_a_desktop_is_one_clear_line(state_dir):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_SESSION_TYPE")}
+    done = subprocess.run([*agent_command(), "--state", str(state_dir), "session"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "no desktop session" in done.stderr
