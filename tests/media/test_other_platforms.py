@@ -84,3 +84,13 @@ def test_external_volumes_lists_partitions_apfs_volumes_and_bare_disks():
         {"DeviceIdentifier": "disk6", "Size": 300},
     ]})
     assert watch_macos.external_volumes(listing) == {"disk4s1": 90, "disk5s1": 150, "disk6": 300}
+
+
+def test_write_policy_is_not_applicable_off_windows():
+    import sys
+
+    from agent.capture.media import os_write_policy
+
+    if sys.platform == "win32":
+        pytest.skip("on Windows the registry answers; covered by describe_write_policy")
+    assert os_write_policy() == f"not-applicable: no such policy on {sys.platform}"

@@ -46,3 +46,12 @@ def watcher_class() -> type:
     from agent.capture.media.watch_poll import PollingWatcher
 
     return PollingWatcher
+
+
+def os_write_policy() -> str:
+    """Whether the OS itself blocks writes to unencrypted removable drives (Windows RDVDenyWriteAccess)."""
+    if sys.platform == "win32":
+        from agent.capture.media import probe_windows
+
+        return probe_windows.os_write_policy()
+    return f"not-applicable: no such policy on {sys.platform}"
