@@ -52,6 +52,8 @@ class EnrolmentToken(Base):
     uses_allowed: Mapped[int] = mapped_column(Integer)
     uses: Mapped[int] = mapped_column(Integer, default=0)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Set on a one-time re-key token: only the holder of this agent's identity key may redeem it.
+    rekey_of: Mapped[str | None] = mapped_column(String(32), default=None)
 
     site: Mapped[Site] = relationship()
 
@@ -78,6 +80,12 @@ class Agent(Base):
     clock_skew_s: Mapped[float | None] = mapped_column(Float, default=None)
     coverage_gaps: Mapped[list] = mapped_column(JSON, default=list)
     spool_depth: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Fleet operations: {instance_id: last heartbeat ISO time} for clone detection; set when two live processes
+    # were seen presenting this identity; the identity this one replaced after a re-key; when it was uninstalled.
+    recent_instances: Mapped[dict | None] = mapped_column(JSON, default=dict)
+    clone_detected_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    rekeyed_from: Mapped[str | None] = mapped_column(String(32), default=None)
+    removed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     site: Mapped[Site] = relationship()
 
@@ -115,6 +123,8 @@ class Alert(Base):
     created_at: Mapped[dt.datetime]  # as stated by the agent (signed)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     state: Mapped[str] = mapped_column(String(24), default="new")
+    # Bumped by every review step; a decision is written only WHERE version = the version the reviewer saw.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     signature_ok: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -153,3 +163,13 @@ class AgentCommand(Base):
     acked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     ok: Mapped[bool | None] = mapped_column(Boolean, default=None)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class FleetSetting(Base):
+    """Collector-wide fleet settings that agents depend on, e.g. the hashed uninstall code (never the code)."""
+
+    __tablename__ = "fleet_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+import collector.store.models_review  # noqa: F401
 from collector.store.models import Base
 
 config = context.config
