@@ -76,7 +76,7 @@ def test_same_device_name_with_new_media_is_reported_again(tmp_path):
     plain = make_fs(tmp_path / "plain.img", "vfat")
     luks = make_luks(tmp_path / "luks.img", "luks1")
     reports = Collector()
-    watcher = start_watcher(reports, include_loop=True, report_present=False, backend="poll")
+    watcher = start_watcher(reports, include_loop=True, report_present=False)
     try:
         with attached(plain) as device:
             assert reports.next_for(device).state == "not-encrypted"
@@ -94,7 +94,7 @@ def test_present_media_are_reported_at_start_when_asked(tmp_path):
     image = make_fs(tmp_path / "plain.img", "exfat")
     with attached(image) as device:
         reports = Collector()
-        watcher = start_watcher(reports, include_loop=True, report_present=True, backend="poll")
+        watcher = start_watcher(reports, include_loop=True, report_present=True)
         try:
             report = reports.next_for(device)
             assert (report.state, report.filesystem) == ("not-encrypted", "exfat")

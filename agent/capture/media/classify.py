@@ -104,7 +104,8 @@ def classify_path(path: str, probe: Probe | None = None) -> MediaReport:
     try:
         with open(path, "rb", buffering=0) as f:
             size = _volume_size(f, st)
-            finding = _classify_open(f, size if size is not None else header.HEAD_BYTES)
+            # Unknown size (some raw volumes cannot seek to their end): read what the header asks for anyway.
+            finding = _classify_open(f, size if size is not None else sys.maxsize)
     except PermissionError:
         return _no_access(path, "permission denied (run as root/administrator to read devices)")
     except OSError as exc:

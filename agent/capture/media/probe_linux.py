@@ -139,6 +139,9 @@ def _udev_details(name: str, facts: OsFacts) -> None:
     facts.vendor = props.get("ID_VENDOR") or facts.vendor
     facts.model = props.get("ID_MODEL") or facts.model
     facts.bus = props.get("ID_BUS") or facts.bus
+    if props.get("ID_FS_TYPE") and not facts.filesystem:
+        facts.filesystem = props["ID_FS_TYPE"]
+        facts.evidence.append(f"udev: ID_FS_TYPE={facts.filesystem}")
 
 
 _BLKID_SCHEMES = {"crypto_LUKS": None, "BitLocker": BITLOCKER}

@@ -19,18 +19,31 @@ from agent.capture.media.watch_poll import PollingWatcher
 class WindowsWatcher(PollingWatcher):
     backend = "windows-poll"
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # Asking Storage WMI costs a PowerShell start; a fixed drive's bus does not change while it stays.
+        self._bus_removable: dict[tuple[str, str], bool] = {}
+
+    def _is_removable(self, letter: str, fstype: str, opts: str) -> bool:
+        if "removable" in opts.split(","):
+            return True
+        key = (letter, fstype)
+        if key not in self._bus_removable:
+            self._bus_removable[key] = bool(probe_windows.probe(f"{letter}:", None).removable)
+        return self._bus_removable[key]
+
     def _mounted(self) -> dict[str, Hashable]:
         found: dict[str, Hashable] = {}
+        present = set()
         for part in psutil.disk_partitions(all=False):
             letter = probe_windows.drive_letter(part.device)
             if letter is None:
                 continue
-            removable = "removable" in part.opts.split(",")
-            if not removable:
-                facts = probe_windows.probe(f"{letter}:", None)
-                removable = bool(facts.removable)
-            if removable:
+            present.add((letter, part.fstype))
+            if self._is_removable(letter, part.fstype, part.opts):
                 found[letter] = (part.fstype, part.mountpoint)
+        # A letter reused by another drive must be asked about again.
+        self._bus_removable = {k: v for k, v in self._bus_removable.items() if k in present}
         return found
 
     def _volumes(self, disk: str) -> list[Volume]:
