@@ -9,6 +9,9 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import grpc
 
@@ -39,6 +42,8 @@ SERVER_OPTIONS = [
     ("grpc.max_connection_age_grace_ms", 5 * 60_000),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    # Off for a single process, so a second collector started by mistake fails loudly instead of sharing the
+    # port; on for --workers, where the kernel spreads connections across the worker processes.
     ("grpc.so_reuseport", 0),
 ]
 
@@ -63,10 +68,12 @@ def _host(address: str) -> str:
     return address.rpartition(":")[0]
 
 
-async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str) -> None:
+async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str | None,
+                 reuse_port: bool = False) -> None:
     pki = CollectorPki(PkiPaths(cfg.pki_dir))
     gateway = AgentGateway(engine, pki)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    options = [(k, v) for k, v in SERVER_OPTIONS if k != "grpc.so_reuseport"]
+    server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", 1 if reuse_port else 0)])
     pb_grpc.add_AgentGatewayServicer_to_server(gateway, server)
     # The chain includes the CA so an enrolling agent can compare it with the pin it was given.
     identity = [(pki.server_key_pem, pki.server_cert_pem + pki.ca_cert_pem)]
@@ -80,18 +87,19 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
 
     web_task = None
     web_url = ""
-    app = _web_app(cfg, engine)
+    app = _web_app(cfg, engine) if web_listen else None
     if app is not None:
         web_task, web_url = await _start_web(app, cfg, web_listen)
 
-    endpoints = {"listen": f"{_host(listen)}:{port}", "enrol": f"{_host(enrol_listen)}:{enrol_port}",
-                 "web": web_url, "pid": os.getpid()}
-    cfg.run_dir.mkdir(exist_ok=True)
-    tmp = cfg.endpoints_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(endpoints))
-    tmp.replace(cfg.endpoints_file)
-    print(f"WardWatch collector serving agents on {endpoints['listen']} (mTLS), enrolment on {endpoints['enrol']}"
-          + (f", console at {web_url}" if web_url else ""), flush=True)
+    if web_listen is not None:  # the first (or only) worker publishes where it is
+        endpoints = {"listen": f"{_host(listen)}:{port}", "enrol": f"{_host(enrol_listen)}:{enrol_port}",
+                     "web": web_url, "pid": os.getpid()}
+        cfg.run_dir.mkdir(exist_ok=True)
+        tmp = cfg.endpoints_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(endpoints))
+        tmp.replace(cfg.endpoints_file)
+        print(f"WardWatch collector serving agents on {endpoints['listen']} (mTLS), enrolment on "
+              f"{endpoints['enrol']}" + (f", console at {web_url}" if web_url else ""), flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -104,8 +112,9 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
         web_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await web_task
-    with contextlib.suppress(OSError):
-        cfg.endpoints_file.unlink()
+    if web_listen is not None:
+        with contextlib.suppress(OSError):
+            cfg.endpoints_file.unlink()
 
 
 def _web_app(cfg: CollectorConfig, engine):
@@ -140,5 +149,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
         split_hostport(listen, "--listen")
         enrol_listen = args.enrol_listen or cfg.enrol_listen or _enrol_default(listen)
         web_listen = args.web or cfg.web_listen
-        asyncio.run(_serve(cfg, engine, listen, enrol_listen, web_listen))
+        if args.workers < 1:
+            raise CollectorError("--workers must be at least 1")
+        if args.worker_index is not None:  # one worker of a --workers supervisor
+            web = web_listen if args.worker_index == 0 else None
+            asyncio.run(_serve(cfg, engine, listen, enrol_listen, web, reuse_port=True))
+            return 0
+        if args.workers == 1:
+            asyncio.run(_serve(cfg, engine, listen, enrol_listen, web_listen))
+            return 0
+        for address, what in ((listen, "--listen"), (enrol_listen, "--enrol-listen")):
+            if split_hostport(address, what)[1] == 0:
+                raise CollectorError(f"{what} needs a fixed port with --workers (workers share it)")
+        if engine.dialect.name == "sqlite":
+            log.warning("several workers on SQLite serialise on one database file; use PostgreSQL for scale")
+    return supervise_workers(args, listen, enrol_listen, web_listen)
+
+
+def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, web_listen: str) -> int:
+    """Start N worker processes (each creates its gRPC server after it starts: gRPC must not cross a fork),
+    restart any that dies, and stop them all on SIGTERM/SIGINT."""
+    base = [sys.executable, "-m", "collector.cli", "--data", str(args.data)]
+    if args.db:
+        base += ["--db", args.db]
+    base += ["serve", "--listen", listen, "--enrol-listen", enrol_listen, "--web", web_listen,
+             "--workers", str(args.workers)]
+    procs: dict[int, subprocess.Popen] = {}
+    stopping = False
+
+    def stop(_signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    restarts: dict[int, list[float]] = {}
+    while not stopping:
+        for index in range(args.workers):
+            proc = procs.get(index)
+            if proc is None or proc.poll() is not None:
+                if proc is not None:
+                    log.warning("worker %d exited with %s; restarting", index, proc.returncode)
+                recent = [t for t in restarts.get(index, []) if time.monotonic() - t < 60]
+                if len(recent) >= 5:
+                    log.error("worker %d keeps dying; waiting before the next restart", index)
+                    continue
+                restarts[index] = [*recent, time.monotonic()]
+                procs[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+        time.sleep(0.5)
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     return 0

@@ -60,12 +60,12 @@ class Collector:
         self.cli("init")
         return self
 
-    def start(self) -> Collector:
+    def start(self, workers: int = 1) -> Collector:
         endpoints = self.data / "run" / "endpoints.json"
         endpoints.unlink(missing_ok=True)
         cmd = [COLLECTOR, "--data", str(self.data)] + (["--db", self.db_url] if self.db_url else []) + [
             "serve", "--listen", f"127.0.0.1:{self.port}", "--enrol-listen", f"127.0.0.1:{self.enrol_port}",
-            "--web", f"127.0.0.1:{self.web_port}"]
+            "--web", f"127.0.0.1:{self.web_port}", "--workers", str(workers)]
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: endpoints.exists() or self.proc.poll() is not None, 30, "the collector to listen")
