@@ -89,6 +89,26 @@ def make_bitlocker(path: Path, to_go: bool, fve_blocks: bool = True) -> Path:
     return path
 
 
+def partitioned_image(tmp_path: Path, parts: list[Path], table: str) -> Path:
+    """A disk image with `parts` copied in at 1 MiB-aligned partitions described by an sfdisk table."""
+    need_tools("sfdisk")
+    disk = blank(tmp_path / f"disk-{table}.img", (2 + sum(p.stat().st_size for p in parts) // MiB + 1) * MiB)
+    lines, start = [f"label: {table}"], MiB
+    for part in parts:
+        lines.append(f"start={start // 512}, size={part.stat().st_size // 512}")
+        start += part.stat().st_size
+    subprocess.run(["sfdisk", "-q", str(disk)], input="\n".join(lines) + "\n", text=True, check=True,
+                   capture_output=True, timeout=60)
+    with open(disk, "r+b") as out:
+        start = MiB
+        for part in parts:
+            out.seek(start)
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out)
+            start += part.stat().st_size
+    return disk
+
+
 def random_image(path: Path, size: int = 16 * MiB) -> Path:
     path.write_bytes(os.urandom(size))
     return path

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +16,7 @@ from tests.media.conftest import (
     make_fs,
     make_luks,
     need_tools,
+    partitioned_image,
     random_image,
     run,
     tcplay_create,
@@ -115,33 +113,13 @@ def test_unreadable_paths_are_no_access_with_a_reason(tmp_path):
         assert (report.state, report.why) == (NO_ACCESS, why), path
 
 
-def _partitioned_image(tmp_path: Path, parts: list[Path], table: str) -> Path:
-    """A disk image with `parts` copied in at 1 MiB-aligned partitions described by an sfdisk table."""
-    need_tools("sfdisk")
-    disk = blank(tmp_path / f"disk-{table}.img", (2 + sum(p.stat().st_size for p in parts) // MiB + 1) * MiB)
-    lines, start = [f"label: {table}"], MiB
-    for part in parts:
-        lines.append(f"start={start // 512}, size={part.stat().st_size // 512}")
-        start += part.stat().st_size
-    subprocess.run(["sfdisk", "-q", str(disk)], input="\n".join(lines) + "\n", text=True, check=True,
-                   capture_output=True, timeout=60)
-    with open(disk, "r+b") as out:
-        start = MiB
-        for part in parts:
-            out.seek(start)
-            with open(part, "rb") as src:
-                shutil.copyfileobj(src, out)
-            start += part.stat().st_size
-    return disk
-
-
 @pytest.mark.parametrize("table", ["dos", "gpt"])
 def test_partitioned_stick_is_judged_by_its_least_protected_partition(tmp_path, table):
     luks = make_luks(tmp_path / "p-luks.img", "luks2")
     fat = make_fs(tmp_path / "p-fat.img", "vfat", 34 * MiB)
-    mixed = classify_path(str(_partitioned_image(tmp_path, [luks, fat], table)))
+    mixed = classify_path(str(partitioned_image(tmp_path, [luks, fat], table)))
     assert mixed.state == NOT_ENCRYPTED
     assert f"{table} partition table with 2 partition(s)" in mixed.evidence
     assert mixed.filesystem == "crypto_LUKS,vfat"
-    only_luks = classify_path(str(_partitioned_image(tmp_path, [luks], table)))
+    only_luks = classify_path(str(partitioned_image(tmp_path, [luks], table)))
     assert (only_luks.state, only_luks.scheme) == (ENCRYPTED_LOCKED, "luks2")

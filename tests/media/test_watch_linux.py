@@ -10,7 +10,7 @@ import pytest
 
 from agent.capture.media import MediaReport, start_watcher
 from agent.capture.media.watch_linux import LinuxWatcher
-from tests.media.conftest import attached, losetup_reason, make_fs, make_luks
+from tests.media.conftest import MiB, attached, losetup_reason, make_fs, make_luks, partitioned_image
 
 pytestmark = pytest.mark.media
 ARRIVAL_DEADLINE_S = 30
@@ -105,3 +105,22 @@ def test_present_media_are_reported_at_start_when_asked(tmp_path):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown media watcher backend 'dbus'"):
         LinuxWatcher(lambda report: None, backend="dbus")
+
+
+def test_partitioned_stick_is_one_report_not_one_per_partition_event(tmp_path):
+    reason = losetup_reason()
+    if reason:
+        pytest.skip(reason)
+    disk = partitioned_image(tmp_path, [make_luks(tmp_path / "p1.img", "luks2"),
+                                        make_fs(tmp_path / "p2.img", "vfat", 34 * MiB)], "dos")
+    reports = Collector()
+    watcher = start_watcher(reports, include_loop=True, report_present=False)
+    try:
+        with attached(disk) as device:
+            report = reports.next_for(device)
+            assert report.state == "not-encrypted"  # the plain partition decides
+            assert "dos partition table with 2 partition(s)" in report.evidence
+            assert watcher.wait_idle(ARRIVAL_DEADLINE_S)
+            assert reports.count_for(device) == 1
+    finally:
+        watcher.stop()
