@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import BinaryIO
@@ -66,8 +67,15 @@ def read_at(f: BinaryIO, offset: int, length: int) -> bytes:
 
 
 def _volume_size(f: BinaryIO, st: os.stat_result | None) -> int | None:
+    """Bytes in the volume, or None when only the OS probe can say.
+
+    Seeking to the end measures a block device on Linux only; elsewhere it may answer 0, which would make a
+    full stick look empty, so the size is left to diskutil / Storage WMI there.
+    """
     if st is not None and stat.S_ISREG(st.st_mode):
         return st.st_size
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         return f.seek(0, os.SEEK_END)
     except OSError:
@@ -114,6 +122,7 @@ def classify_path(path: str, probe: Probe | None = None) -> MediaReport:
         from agent.capture.media.host import probe as probe
     try:
         facts = probe(path, st)
-    except OSError as exc:
-        facts = OsFacts(evidence=[f"OS probe failed: {exc.strerror or exc}"])
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        # The header verdict stands on its own; the OS details are a bonus, so their failure is only evidence.
+        facts = OsFacts(evidence=[f"OS probe failed: {type(exc).__name__}"])
     return combine(path, finding, facts, size)
