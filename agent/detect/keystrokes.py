@@ -21,7 +21,7 @@ SEGMENT_KEYS = frozenset({"left", "right", "up", "down", "home", "end", "ctrl+a"
                           "escape", "delete", "click"})
 MAX_SEGMENT_CHARS = 4000
 KEEP_ON_TRIM = 1000
-_WINDOW_EXTRA_CHARS = 120  # room for a context rule's partner words before the phrase
+_CONTEXT_REACH_CHARS = 120  # deleted text is scanned with room for a context rule's partner words
 
 
 class KeystrokeBuffer:
@@ -98,7 +98,7 @@ class KeystrokeBuffer:
         kept = len(self._text)
         self.deleted.append(before[kept:])
         compiled = self._engine.compiled
-        lo = self._window_start(before, kept)
+        lo = self._window_start(before, kept, self._phrase_reach() + _CONTEXT_REACH_CHARS)
         out: list[Match] = []
         for hit in compiled.find(before[lo:], final=True):
             if hit.end + lo <= kept:
@@ -118,20 +118,23 @@ class KeystrokeBuffer:
 
     # ------------------------------------------------------------------ scanning
 
-    def _window_start(self, text: str, end: int) -> int:
-        """Start of a window reaching back far enough for the longest phrase and a context partner."""
-        compiled = self._engine.compiled
-        lo = max(0, end - 3 * compiled.max_phrase_chars - _WINDOW_EXTRA_CHARS)
+    def _window_start(self, text: str, end: int, reach: int) -> int:
+        """Start, at a word start, of a window reaching `reach` characters back from `end`."""
+        lo = max(0, end - reach)
         if lo > 0:
             space = text.find(" ", lo, end)
             lo = space + 1 if space != -1 else lo
         return lo
 
-    def _report(self, text: str, lo: int, final: bool) -> list[Match]:
+    def _phrase_reach(self) -> int:
+        # Twice the longest phrase: disguise ("s u i c i d e", zero-width characters) can double its length.
+        return 2 * self._engine.compiled.max_phrase_chars + 8
+
+    def _report(self, text: str, lo: int, final: bool, substring_only: bool = False) -> list[Match]:
         compiled = self._engine.compiled
         window = text[lo:]
         out: list[Match] = []
-        for hit in compiled.find(window, final=final):
+        for hit in compiled.find(window, final=final, substring_only=substring_only):
             key = (compiled.rules[hit.rule].id, "typed", hit.start + lo)
             if key in self._reported:
                 continue
@@ -140,11 +143,16 @@ class KeystrokeBuffer:
         return out
 
     def _scan_tail(self) -> list[Match]:
+        """After a letter: only substring rules can complete inside a word, so scan just enough for them."""
         text = self._text
-        return self._report(text, max(0, len(text) - 2 * self._engine.compiled.max_phrase_chars - 8), final=False)
+        return self._report(text, max(0, len(text) - self._engine.compiled.max_tail_chars - 8), final=False,
+                            substring_only=True)
 
     def _scan_recent(self, final: bool) -> list[Match]:
-        return self._report(self._text, self._window_start(self._text, len(self._text)), final)
+        """After a word end: phrases that end in the word just finished. A context partner further back than the
+        window is found by the full pass at Enter or the end of the segment."""
+        text = self._text
+        return self._report(text, self._window_start(text, len(text), self._phrase_reach()), final)
 
     def _full_pass(self) -> list[Match]:
         return self._report(self._text, 0, final=True)

@@ -7,18 +7,25 @@ walked once per variant. Word boundaries, allow-lists, elongation and context ru
 
 from __future__ import annotations
 
-from collections import defaultdict
+from array import array
 from dataclasses import dataclass
 
 import ahocorasick
 
-from agent.detect.normalise import Folded, Variants, collapse_repeats, is_word_char, phrase_key, variants
+from agent.detect.normalise import Folded, Variants, collapse_repeats, fold, is_word_char, phrase_key, variants
 from signatures.schema import BANDS, Library, Rule
 
 # Forms a key was stored in.
 NORMAL, COMPACT, COLLAPSED, COMPACT_COLLAPSED = 1, 2, 4, 8
+# Phrases are also stored with their spaces removed, for letters spaced out one by one ("k i l l m y s e l f"),
+# only up to this length: nobody spaces out a long sentence, and every stored form costs memory.
+MAX_COMPACT_CHARS = 16
 # What an automaton entry stands for.
 RULE, ALLOW_GLOBAL, ALLOW_RULE, CONTEXT = 0, 1, 2, 3
+# An entry is one int: rule/allow index, then kind (2 bits), then forms (4 bits).
+_FORM_BITS = 4
+_FORM_MASK = 15
+_KIND_SHIFT = 6
 
 # Confidence per variant: the more we had to undo, the less sure we are the writer meant it.
 CONFIDENCE_PLAIN = 1.0
@@ -58,21 +65,41 @@ class CompiledLibrary:
         self.rules: tuple[Rule, ...] = library.rules_for(profile)
         self.has_substring_rules = any(r.mode == "substring" for r in self.rules)
         self.max_phrase_chars = 1
+        self.max_tail_chars = 1  # longest substring-mode or allow key: what a per-letter tail scan must cover
         self.automaton = self._build()
 
     def _build(self) -> ahocorasick.Automaton:
-        table: dict[str, dict[tuple[int, int], int]] = defaultdict(dict)
+        # key -> packed entry, or a list of them when phrases of several rules fold to the same key. Plain ints
+        # rather than tuples keep a 20,000-rule library small while it compiles.
+        table: dict[str, int | list[int]] = {}
+
+        def put(key: str, packed: int) -> None:
+            current = table.get(key)
+            if current is None:
+                table[key] = packed
+            elif isinstance(current, int):
+                table[key] = current | packed if current >> _FORM_BITS == packed >> _FORM_BITS else [current, packed]
+            else:
+                for j, entry in enumerate(current):
+                    if entry >> _FORM_BITS == packed >> _FORM_BITS:
+                        current[j] = entry | packed
+                        return
+                current.append(packed)
 
         def add(phrase: str, kind: int, index: int) -> None:
             key = phrase_key(phrase)
             if not key:
                 return
             self.max_phrase_chars = max(self.max_phrase_chars, len(key))
+            if (kind == RULE and self.rules[index].mode == "substring") or kind in (ALLOW_GLOBAL, ALLOW_RULE):
+                self.max_tail_chars = max(self.max_tail_chars, len(key))
+            head = (index << _KIND_SHIFT) | (kind << _FORM_BITS)
+            put(key, head | NORMAL)
+            put(collapse_repeats(key), head | COLLAPSED)
             compact = key.replace(" ", "")
-            for form_key, form in ((key, NORMAL), (compact, COMPACT), (collapse_repeats(key), COLLAPSED),
-                                   (collapse_repeats(compact), COMPACT_COLLAPSED)):
-                entries = table[form_key]
-                entries[(kind, index)] = entries.get((kind, index), 0) | form
+            if compact == key or len(compact) <= MAX_COMPACT_CHARS:
+                put(compact, head | COMPACT)
+                put(collapse_repeats(compact), head | COMPACT_COLLAPSED)
 
         for index, rule in enumerate(self.rules):
             for phrase in rule.phrases:
@@ -85,18 +112,36 @@ class CompiledLibrary:
         for index, phrase in enumerate(self.library.allow):
             add(phrase, ALLOW_GLOBAL, index)
 
-        automaton = ahocorasick.Automaton()
-        for key, entries in table.items():
-            automaton.add_word(key, (len(key), tuple((k, i, f) for (k, i), f in entries.items())))
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        key_len = array("H")
+        entry_start = array("L")
+        entries = array("Q")
+        for key_id, (key, packed) in enumerate(table.items()):
+            automaton.add_word(key, key_id)
+            key_len.append(len(key))
+            entry_start.append(len(entries))
+            if isinstance(packed, int):
+                entries.append(packed)
+            else:
+                entries.extend(packed)
+        entry_start.append(len(entries))
+        table.clear()
         automaton.make_automaton()
+        self._key_len, self._entry_start, self._entries = key_len, entry_start, entries
         return automaton
 
     # ------------------------------------------------------------------ matching
 
-    def find(self, text: str, final: bool = True) -> list[Hit]:
-        """Rule hits in text. With final=False the end of text may still grow, so a word-mode hit touching it waits."""
+    def find(self, text: str, final: bool = True, substring_only: bool = False) -> list[Hit]:
+        """Rule hits in text. With final=False the end of text may still grow, so a word-mode hit touching it waits.
+
+        substring_only is the per-keystroke tail scan: the tail may start inside a word, so only substring-mode
+        rules can be judged there, and only in the base fold (disguised forms wait for the word-end pass).
+        """
         if not text:
             return []
+        if substring_only:
+            return _best_per_rule(self._match(fold(text), (NORMAL,), final, CONFIDENCE_PLAIN, substring_only=True))
         v: Variants = variants(text)
         hits: list[Hit] = []
         hits += self._match(v.base, (NORMAL,), final, CONFIDENCE_PLAIN)
@@ -110,12 +155,15 @@ class CompiledLibrary:
 
     def _most_specific(self, hits: list[Hit]) -> list[Hit]:
         """Drop a hit lying inside a longer hit of another rule at least as severe: "kill myself" is not violence."""
+        if len(hits) < 2:
+            return hits
         rules = self.rules
         return [h for h in hits if not any(
             o.rule != h.rule and o.start <= h.start and h.end <= o.end and o.end - o.start > h.end - h.start
             and rules[o.rule].severity >= rules[h.rule].severity for o in hits)]
 
-    def _match(self, folded: Folded, forms: tuple[int, ...], final: bool, confidence: float) -> list[Hit]:
+    def _match(self, folded: Folded, forms: tuple[int, ...], final: bool, confidence: float,
+               substring_only: bool = False) -> list[Hit]:
         text = folded.text
         if not text:
             return []
@@ -126,14 +174,20 @@ class CompiledLibrary:
         joined = COMPACT in forms
         collapsed = COLLAPSED in forms
         rules = self.rules
+        key_len, entry_start, all_entries = self._key_len, self._entry_start, self._entries
         raw: list[_VariantHit] = []
-        for end, (length, entries) in self.automaton.iter(text):
-            start = end - length + 1
+        for end, key_id in self.automaton.iter(text):
+            start = end - key_len[key_id] + 1
             bounded = (start == 0 or not is_word_char(text[start - 1])) and (
                 end == last or not is_word_char(text[end + 1]))
             open_end = end == last and not final
-            for kind, index, key_forms in entries:
+            for packed in all_entries[entry_start[key_id]:entry_start[key_id + 1]]:
+                key_forms = packed & _FORM_MASK
                 if not key_forms & accepted:
+                    continue
+                kind = (packed >> _FORM_BITS) & 3
+                index = packed >> _KIND_SHIFT
+                if substring_only and kind == RULE and rules[index].mode != "substring":
                     continue
                 if joined and not key_forms & NORMAL and not _inside_run(folded.runs, start, end):
                     continue  # "selfharm" stands for "self harm" only where single letters were joined
@@ -149,14 +203,18 @@ class CompiledLibrary:
 
     def _apply_rules(self, folded: Folded, raw: list[_VariantHit], confidence: float) -> list[Hit]:
         rules = self.rules
-        global_allow = [h for h in raw if h.kind == ALLOW_GLOBAL]
-        rule_allow = [h for h in raw if h.kind == ALLOW_RULE]
-        context = [h for h in raw if h.kind == CONTEXT]
-        candidates = [
-            h for h in raw if h.kind == RULE
-            and not any(_overlap(h, a) for a in global_allow)
-            and not any(a.index == h.index and _overlap(h, a) for a in rule_allow)
-        ]
+        candidates = [h for h in raw if h.kind == RULE]
+        if len(candidates) == len(raw):
+            context: list[_VariantHit] = []
+        else:
+            global_allow = [h for h in raw if h.kind == ALLOW_GLOBAL]
+            rule_allow = [h for h in raw if h.kind == ALLOW_RULE]
+            context = [h for h in raw if h.kind == CONTEXT]
+            candidates = [
+                h for h in candidates
+                if not any(_overlap(h, a) for a in global_allow)
+                and not any(a.index == h.index and _overlap(h, a) for a in rule_allow)
+            ]
         text = folded.text
         out: list[Hit] = []
         for h in candidates:
@@ -206,6 +264,8 @@ def _word_distance(text: str, a: _VariantHit, b: _VariantHit) -> int:
 
 def _best_per_rule(hits: list[Hit]) -> list[Hit]:
     """One hit per rule per stretch of text: the most confident, then the longest."""
+    if len(hits) < 2:
+        return hits
     kept: list[Hit] = []
     for h in sorted(hits, key=lambda h: (-h.confidence, h.start - h.end, h.start)):
         if not any(k.rule == h.rule and k.start < h.end and h.start < k.end for k in kept):

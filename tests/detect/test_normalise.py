@@ -94,3 +94,17 @@ def test_elongation_collapses_and_marks_only_real_repeats():
     assert 1 in v.collapsed.elongated  # the i that stood for four
     assert variants("kill the lights").collapsed is None
     assert collapse_repeats("kill") == "kil"
+
+
+def test_ascii_fast_path_agrees_with_the_general_fold():
+    import random
+
+    from agent.detect.normalise import fold_unicode
+
+    rng = random.Random(3)
+    alphabet = "abcXYZ019 .,-!@$|'\t\n_*"
+    samples = ["", " ", "  lead", "trail  ", "Kill--Myself!!", "i'm  OK\tnow\n", "$u1c1d3 @ 5"]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+    for text in samples:
+        fast, general = fold(text), fold_unicode(text)
+        assert (fast.text, list(fast.starts), list(fast.ends)) == (general.text, general.starts, general.ends), text
