@@ -67,6 +67,7 @@ class CompiledLibrary:
         self.max_phrase_chars = 1
         self.max_tail_chars = 1  # longest substring-mode or allow key: what a per-letter tail scan must cover
         self.automaton = self._build()
+        self.empty = len(self.automaton) == 0  # no rule for this band: pyahocorasick cannot walk an empty trie
 
     def _build(self) -> ahocorasick.Automaton:
         # key -> packed entry, or a list of them when phrases of several rules fold to the same key. Plain ints
@@ -126,7 +127,8 @@ class CompiledLibrary:
                 entries.extend(packed)
         entry_start.append(len(entries))
         table.clear()
-        automaton.make_automaton()
+        if key_len:
+            automaton.make_automaton()
         self._key_len, self._entry_start, self._entries = key_len, entry_start, entries
         return automaton
 
@@ -138,7 +140,7 @@ class CompiledLibrary:
         substring_only is the per-keystroke tail scan: the tail may start inside a word, so only substring-mode
         rules can be judged there, and only in the base fold (disguised forms wait for the word-end pass).
         """
-        if not text:
+        if not text or self.empty:
             return []
         if substring_only:
             return _best_per_rule(self._match(fold(text), (NORMAL,), final, CONFIDENCE_PLAIN, substring_only=True))

@@ -6,6 +6,7 @@ import pytest
 
 from agent.detect import Engine, Match
 from signatures.loader import load_library
+from signatures.schema import Library, Rule
 from tests.detect.conftest import FIXTURE_LIBRARY, rules
 
 
@@ -180,3 +181,13 @@ def test_swap_while_scanning_in_other_threads_never_breaks_a_scan(library_copy):
     for t in threads:
         t.join(timeout=30)
     assert not errors
+
+
+def test_a_band_without_rules_scans_to_nothing():
+    library = Library(rules=(Rule(id="suicide.staff-only", category="suicide", phrases=("x y",), severity=2,
+                                  note="n", bands=("staff",)),))
+    engine = Engine.from_library(library, profile="primary")
+    assert engine.scan("x y") == [] and engine.scan("") == []
+    kb = engine.keystroke_buffer()
+    assert [m for ch in "x y " for m in kb.feed(ch)] + kb.flush() == []
+    assert rules(Engine.from_library(library, profile="staff").scan("x y")) == ["suicide.staff-only"]
