@@ -18,6 +18,8 @@ from pathlib import Path
 LEET_SYMBOLS = frozenset("@$!|")
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "9": "g",
          "@": "a", "$": "s", "!": "i", "|": "l"}
+# Apostrophes vanish rather than split a word, so "i'm" and "im", "don't" and "dont" are the same to a phrase.
+APOSTROPHES = frozenset("'’‘ʼ`´")
 # Letters without a canonical decomposition that accent stripping cannot reach.
 _EXTRA_LATIN = {"ß": "ss", "æ": "ae", "œ": "oe", "þ": "th", "ð": "d"}
 
@@ -60,6 +62,8 @@ def _fold_char_uncached(ch: str) -> tuple[tuple[tuple[str, int], ...], bool, boo
     """(pieces, disguised, invisible) for one original character."""
     if unicodedata.category(ch) == "Cf":
         return (), False, True
+    if ch in APOSTROPHES:
+        return (), False, False
     if ch in LEET_SYMBOLS:
         return ((ch, _SYMBOL),), False, False
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", ch).casefold())
@@ -87,8 +91,10 @@ def _fold_char_uncached(ch: str) -> tuple[tuple[tuple[str, int], ...], bool, boo
 _FOLD_CACHE: dict[str, tuple[tuple[tuple[str, int], ...], bool, bool]] = {}
 
 
+_DROPPED = "\x00"  # marks an apostrophe in the ASCII fast path, removed with its offset
 _ASCII_FOLD = str.maketrans({
-    chr(i): (chr(i).lower() if chr(i).isalnum() or chr(i) in LEET_SYMBOLS else " ") for i in range(128)})
+    chr(i): (chr(i).lower() if chr(i).isalnum() or chr(i) in LEET_SYMBOLS
+             else _DROPPED if chr(i) in APOSTROPHES else " ") for i in range(128)})
 _RUN_OF_SPACES = re.compile(r" {2,}")
 _NON_SPACE = re.compile(r"[^ ]+")
 
@@ -96,20 +102,27 @@ _NON_SPACE = re.compile(r"[^ ]+")
 def _fold_ascii(text: str) -> Folded:
     """The same fold for pure ASCII text (most typing), done with C-level string operations."""
     t = text.translate(_ASCII_FOLD)
-    if not t.startswith(" ") and not _RUN_OF_SPACES.search(t):
+    if _DROPPED not in t and not t.startswith(" ") and not _RUN_OF_SPACES.search(t):
         n = len(t)
         return Folded(t, range(n), range(1, n + 1))  # one character each, nothing dropped
     parts: list[str] = []
     starts: list[int] = []
     prev_end = 0
     for m in _NON_SPACE.finditer(t):
+        token = m.group()
+        if _DROPPED in token:
+            kept = [i for i in range(m.start(), m.end()) if t[i] != _DROPPED]
+            if not kept:
+                continue
+        else:
+            kept = range(m.start(), m.end())
         if starts:
             parts.append(" ")
             starts.append(prev_end)
-        parts.append(m.group())
-        starts.extend(range(m.start(), m.end()))
+        parts.append(token.replace(_DROPPED, ""))
+        starts.extend(kept)
         prev_end = m.end()
-    if starts and t.endswith(" "):
+    if starts and prev_end < len(t):  # a gap follows the last kept token (t[prev_end] is a space)
         parts.append(" ")
         starts.append(prev_end)
     return Folded("".join(parts), starts, [s + 1 for s in starts])
