@@ -113,3 +113,12 @@ def test_ascii_fast_path_agrees_with_the_general_fold():
 def test_apostrophes_join_rather_than_split_words():
     assert fold("I’m sure I'm fine, don't worry").text == "im sure im fine dont worry"
     assert phrase_key("why don't you") == phrase_key("why dont you") == "why dont you"
+
+
+def test_confusables_table_maps_non_latin_lookalikes_to_ascii_letters():
+    from agent.detect.normalise import CONFUSABLES
+
+    assert len(CONFUSABLES) >= 80
+    for source, latin in CONFUSABLES.items():
+        assert not source.isascii() and latin.isascii() and latin.isalpha(), source
+        assert fold(source).text == latin
