@@ -1,0 +1,381 @@
+"""Load harness: many simulated agents against a real collector, over mTLS on 127.0.0.1.
+
+Every simulated agent has its own Ed25519 identity, its own ECDSA TLS key and a certificate from the collector's CA,
+holds its Commands stream open and heartbeats; a subset uploads signed alerts at a set total rate, each alert
+signed when it is generated and timed until its ack (which the collector sends only after the commit). The
+collector (`serve --workers N`) runs in its own processes; the agents run in P client processes. Optionally one
+collector worker is killed with SIGKILL half-way through; agents reconnect and resend, and the run checks that no
+alert was lost or stored twice.
+
+With no arguments it runs the goal configuration on PostgreSQL: 10,000 agents heartbeating every 60 s, 500
+alerts/s from 100 of them, two collector workers, one killed mid-run. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+
+
+# ---------------------------------------------------------------------------------------------- provisioning
+
+def provision(data: Path, db_url: str, count: int) -> list[dict]:
+    """Make `count` agents: keys, certificates signed by the collector's CA, and their rows in the store."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.x509.oid import NameOID
+    from sqlalchemy import insert, select
+    from sqlalchemy.orm import Session
+
+    from collector.pki import CollectorPki, PkiPaths, issue_agent_certificate
+    from collector.store.db import make_engine
+    from collector.store.models import Agent, Site
+    from protos.identity import agent_id_of, spki_der
+
+    pki = CollectorPki(PkiPaths(data / "pki"))
+    engine = make_engine(db_url)
+    agents, rows = [], []
+    with Session(engine) as s:
+        site = s.scalar(select(Site))
+        site_id, site_name = site.id, site.name
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    for _ in range(count):
+        identity = ed25519.Ed25519PrivateKey.generate()
+        tls = ec.generate_private_key(ec.SECP256R1())
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "load")])).sign(tls, hashes.SHA256()))
+        cert = issue_agent_certificate(pki.ca_key, pki.ca_cert, csr, identity.public_key(), site_name)
+        agent_id = agent_id_of(identity.public_key())
+        agents.append({
+            "agent_id": agent_id,
+            "identity": identity.private_bytes(pem, pkcs8, serialization.NoEncryption()).decode(),
+            "tls_key": tls.private_bytes(pem, pkcs8, serialization.NoEncryption()).decode(),
+            "cert": cert.public_bytes(pem).decode(),
+        })
+        rows.append({"id": agent_id, "site_id": site_id, "identity_public_key": spki_der(identity.public_key()),
+                     "cert_serial": format(cert.serial_number, "x"), "cert_not_after": cert.not_valid_after_utc,
+                     "hostname": f"load-{len(rows):05d}", "os": "linux", "os_version": "", "agent_version": "load",
+                     "bundle_version": "", "age_band": "secondary", "status": "active",
+                     "enrolled_at": dt.datetime.now(dt.UTC), "last_instance_id": "", "coverage_gaps": [],
+                     "spool_depth": 0})
+    with engine.begin() as conn:
+        for i in range(0, len(rows), 1000):
+            conn.execute(insert(Agent), rows[i:i + 1000])
+    engine.dispose()
+    return agents
+
+
+# ---------------------------------------------------------------------------------------------- client side
+
+async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, address: str, rate_each: float,
+                    heartbeat_s: float, duration: float, ramp_per_s: float, start_at: float) -> dict:
+    import grpc
+    from cryptography.hazmat.primitives import serialization
+
+    from agent.alerts import Signer, make_test_alert
+    from agent.channel import secure_channel
+    from protos import wardwatch_pb2 as pb
+    from protos import wardwatch_pb2_grpc as pb_grpc
+
+    stats = {"connected": 0, "max_connected": 0, "heartbeats": 0, "stored": 0, "duplicate": 0, "rejected": 0,
+             "errors": 0, "generated": 0, "latencies_ms": [], "stored_keys": [], "unacked": 0}
+    stop_generating = asyncio.Event()
+
+    async def agent_task(index: int, a: dict) -> None:
+        await asyncio.sleep(max(0.0, start_at - time.time()) + index / ramp_per_s)
+        channel = secure_channel(address, ca_pem, a["tls_key"].encode(), a["cert"].encode())
+        stub = pb_grpc.AgentGatewayStub(channel)
+        tasks = [asyncio.create_task(hold_commands(stub)), asyncio.create_task(heartbeats(stub))]
+        if a["agent_id"] in uploaders:
+            tasks.append(asyncio.create_task(upload(stub, a)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            await channel.close()
+
+    async def hold_commands(stub) -> None:
+        while not stop_generating.is_set():
+            connected = False
+            try:
+                stream = stub.Commands(pb.CommandsRequest(instance_id="load"))
+                stats["connected"] += 1
+                connected = True
+                stats["max_connected"] = max(stats["max_connected"], stats["connected"])
+                async for _ in stream:
+                    pass
+            except grpc.RpcError:
+                stats["errors"] += 1
+            finally:
+                if connected:
+                    stats["connected"] -= 1
+            await asyncio.sleep(random.uniform(0.5, 3))
+
+    async def heartbeats(stub) -> None:
+        await asyncio.sleep(random.uniform(0, heartbeat_s))
+        while not stop_generating.is_set():
+            req = pb.HeartbeatRequest(instance_id="load", bundle_version="")
+            req.clock.GetCurrentTime()
+            try:
+                await stub.Heartbeat(req, timeout=30)
+                stats["heartbeats"] += 1
+            except grpc.RpcError:
+                stats["errors"] += 1
+            await asyncio.sleep(heartbeat_s)
+
+    async def upload(stub, a: dict) -> None:
+        key = serialization.load_pem_private_key(a["identity"].encode(), None)
+        signer = Signer(key=key, agent_id=a["agent_id"])
+        alert = make_test_alert("bullying", 3, "load test alert of a typical length, nothing more")
+        pending: list[tuple[int, float, pb.SignedAlert]] = []
+        seq = 0
+        next_at = time.monotonic() + random.uniform(0, 1 / rate_each)
+        while True:
+            now = time.monotonic()
+            if not stop_generating.is_set():
+                while now >= next_at:
+                    seq += 1
+                    env = pb.SignedAlert()
+                    env.ParseFromString(signer.envelope(alert, seq))  # signed now: latency starts here
+                    pending.append((seq, time.perf_counter(), env))
+                    stats["generated"] += 1
+                    next_at += 1 / rate_each
+            elif not pending:
+                return
+            if pending:
+                batch = pending[:100]
+                try:
+                    resp = await stub.UploadBatch(pb.UploadBatchRequest(alerts=[e for _, _, e in batch]), timeout=30)
+                except grpc.RpcError:
+                    stats["errors"] += 1
+                    await asyncio.sleep(random.uniform(0.2, 1.0))
+                    continue
+                done = time.perf_counter()
+                settled = set()
+                for ack in resp.acks:
+                    s, signed_at, _ = batch[ack.index]
+                    if ack.status == pb.AlertAck.STATUS_STORED:
+                        stats["stored"] += 1
+                        stats["stored_keys"].append(s)
+                        stats["latencies_ms"].append((done - signed_at) * 1000)
+                        settled.add(ack.index)
+                    elif ack.status == pb.AlertAck.STATUS_DUPLICATE:
+                        stats["duplicate"] += 1
+                        stats["latencies_ms"].append((done - signed_at) * 1000)
+                        settled.add(ack.index)
+                    elif ack.status == pb.AlertAck.STATUS_REJECTED:
+                        stats["rejected"] += 1
+                        settled.add(ack.index)
+                pending = [p for i, p in enumerate(batch) if i not in settled] + pending[len(batch):]
+                continue
+            await asyncio.sleep(max(0.0, min(next_at - time.monotonic(), 0.5)))
+
+    async def stopper() -> None:
+        await asyncio.sleep(max(0.0, start_at - time.time()) + duration)
+        stop_generating.set()
+
+    tasks = [asyncio.create_task(agent_task(i, a)) for i, a in enumerate(shard)]
+    stopper_task = asyncio.create_task(stopper())
+    # Uploaders finish when their queues are empty; holders and heartbeats end with stop_generating.
+    done, pending_tasks = await asyncio.wait(tasks, timeout=duration + 240 + len(shard) / ramp_per_s)
+    stats["unacked"] = len(pending_tasks)
+    for t in pending_tasks:
+        t.cancel()
+    stopper_task.cancel()
+    stats["errors"] += sum(1 for t in done if t.exception() is not None and not t.cancelled())
+    return stats
+
+
+def shard_main(args: tuple) -> dict:
+    shard, uploaders, ca_pem, address, rate_each, heartbeat_s, duration, ramp, start_at = args
+    return asyncio.run(run_shard(shard, set(uploaders), ca_pem, address, rate_each, heartbeat_s, duration, ramp,
+                                 start_at))
+
+
+# ---------------------------------------------------------------------------------------------- orchestration
+
+def collector_usage(pid: int) -> tuple[float, float]:
+    """(RSS MB, CPU seconds) of a collector process and its workers."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        rss = sum(p.memory_info().rss for p in procs) / 2**20
+        cpu = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
+        return rss, cpu
+    except psutil.Error:
+        return 0.0, 0.0
+
+
+def stored_counts(db_url: str, agent_ids: list[str]) -> tuple[dict[str, list[int]], int]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT agent_id, seq FROM alerts")).all()
+        doubled = conn.execute(text(
+            "SELECT count(*) FROM (SELECT agent_id, seq FROM alerts GROUP BY agent_id, seq HAVING count(*) > 1) d"
+        )).scalar()
+    engine.dispose()
+    wanted = set(agent_ids)
+    by_agent: dict[str, list[int]] = {}
+    for agent_id, seq in rows:
+        if agent_id in wanted:
+            by_agent.setdefault(agent_id, []).append(seq)
+    return by_agent, int(doubled or 0)
+
+
+def verify_rate_one_core(seconds: float = 2.0) -> float:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    payload = os.urandom(180)
+    sig, pub = key.sign(payload), key.public_key()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(500):
+            pub.verify(sig, payload)
+        n += 500
+    return n / (time.perf_counter() - start)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="WardWatch load harness (see module docstring)")
+    p.add_argument("--db", default="postgresql", help="'postgresql', 'sqlite' or a database URL")
+    p.add_argument("--agents", type=int, default=10_000)
+    p.add_argument("--uploaders", type=int, default=100)
+    p.add_argument("--rate", type=float, default=500.0, help="alerts per second, all uploaders together")
+    p.add_argument("--heartbeat", type=float, default=60.0, help="seconds between heartbeats per agent")
+    p.add_argument("--duration", type=float, default=150.0, help="seconds of steady load after the ramp")
+    p.add_argument("--ramp", type=float, default=400.0, help="agents connecting per second per client process")
+    p.add_argument("--workers", type=int, default=2, help="collector worker processes")
+    p.add_argument("--clients", type=int, default=4, help="client processes simulating agents")
+    p.add_argument("--kill-replica", action=argparse.BooleanOptionalAction, default=True,
+                   help="SIGKILL one collector worker half-way through (default on)")
+    args = p.parse_args()
+
+    from tests.harness import Collector
+
+    verify = verify_rate_one_core()
+    schema = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.db == "postgresql":
+            import psycopg
+
+            schema = f"ww_load_{os.getpid()}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'CREATE SCHEMA "{schema}"')
+            db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+        elif args.db == "sqlite":
+            db_url = None
+        else:
+            db_url = args.db
+        collector = Collector(Path(tmp) / "collector", db_url).init()
+        url = db_url or f"sqlite:///{collector.data / 'wardwatch.db'}"
+        try:
+            t0 = time.time()
+            agents = provision(collector.data, url, args.agents)
+            print(f"provisioned {len(agents)} agents in {time.time() - t0:.1f}s", flush=True)
+            collector.start(workers=args.workers)
+            ca_pem = (collector.data / "pki" / "ca.crt").read_bytes()
+            address = f"127.0.0.1:{collector.port}"
+            uploaders = [a["agent_id"] for a in agents[:args.uploaders]]
+            rate_each = args.rate / max(1, args.uploaders)
+            shards = [agents[i::args.clients] for i in range(args.clients)]
+            ramp_s = len(shards[0]) / args.ramp
+            start_at = time.time() + 2
+            ctx = mp.get_context("spawn")  # no gRPC state crosses a fork
+            with ctx.Pool(args.clients) as pool:
+                result = pool.map_async(shard_main, [
+                    (shard, uploaders, ca_pem, address, rate_each, args.heartbeat, ramp_s + args.duration,
+                     args.ramp, start_at) for shard in shards])
+                peak_rss, killed = 0.0, None
+                steady_from = start_at + ramp_s
+                steady_until = steady_from + args.duration
+                cpu_marks: dict[str, tuple[float, float]] = {}
+                while not result.ready():
+                    time.sleep(1)
+                    rss, cpu = collector_usage(collector.proc.pid)
+                    peak_rss = max(peak_rss, rss)
+                    for mark, when in (("start", steady_from), ("end", steady_until)):
+                        if mark not in cpu_marks and time.time() >= when:
+                            cpu_marks[mark] = (time.time(), cpu)
+                    if args.kill_replica and killed is None and time.time() > steady_from + args.duration / 2:
+                        import psutil
+
+                        workers = psutil.Process(collector.proc.pid).children()
+                        if workers:
+                            killed = workers[-1].pid
+                            os.kill(killed, signal.SIGKILL)
+                            print(f"killed collector worker {killed}", flush=True)
+                shard_stats = result.get()
+        finally:
+            collector.stop()
+        by_agent, doubled = stored_counts(url, uploaders)
+        if schema:
+            import psycopg
+
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    cpu_pct = 0.0
+    if "start" in cpu_marks and "end" in cpu_marks:  # a killed worker's CPU drops out; the figure is a floor
+        (t1, c1), (t2, c2) = cpu_marks["start"], cpu_marks["end"]
+        cpu_pct = max(0.0, (c2 - c1) / (t2 - t1) * 100)
+    generated = sum(s["generated"] for s in shard_stats)
+    stored_rows = sum(len(v) for v in by_agent.values())
+    latencies = sorted(x for s in shard_stats for x in s["latencies_ms"])
+    heartbeats = sum(s["heartbeats"] for s in shard_stats)
+    run_s = ramp_s + args.duration
+    stored_keys_total = sum(len(s["stored_keys"]) for s in shard_stats)
+    result = {
+        "db": "postgresql" if url.startswith("postgresql") else "sqlite",
+        "workers": args.workers,
+        "connected_agents": sum(s["max_connected"] for s in shard_stats),
+        "heartbeats_per_s": round(heartbeats / args.duration, 1) if args.duration else 0,
+        "alerts_per_s": round(stored_rows / args.duration, 1),
+        "target_alerts_per_s": args.rate,
+        "verify_per_s_one_core": round(verify, 1),
+        "ingest_to_verify_ratio": round(stored_rows / args.duration / verify, 3),
+        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 1) if latencies else None,
+        "max_ms": round(latencies[-1], 1) if latencies else None,
+        "generated": generated,
+        "stored": stored_rows,
+        "lost": generated - stored_rows,
+        "duplicated": doubled + max(0, stored_keys_total - stored_rows),
+        "errors": sum(s["errors"] for s in shard_stats),
+        "unfinished_agents": sum(s["unacked"] for s in shard_stats),
+        "replica_killed": killed is not None,
+        "collector_rss_mb": round(peak_rss, 1),
+        "collector_cpu_pct": round(cpu_pct, 1),
+        "run_s": round(run_s, 1),
+    }
+    print(f"{result['connected_agents']} agents connected; {result['heartbeats_per_s']} heartbeats/s; "
+          f"{result['alerts_per_s']} alerts/s stored (target {args.rate}); sign-to-commit p50 {result['p50_ms']} ms "
+          f"p99 {result['p99_ms']} ms max {result['max_ms']} ms; lost {result['lost']}, duplicated "
+          f"{result['duplicated']}; collector RSS {result['collector_rss_mb']} MB, CPU {result['collector_cpu_pct']}%")
+    print(json.dumps(result))
+    return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
