@@ -87,6 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     s = ag.add_parser("revoke", help="revoke a device's certificate")
     s.add_argument("agent_id")
     s.set_defaults(func=_handler("collector.alerts_cli:cmd_agents_revoke"))
+    s = ag.add_parser("decommission", help="mark a device that is gone as removed (it cannot uninstall itself)")
+    s.add_argument("agent_id")
+    s.set_defaults(func=_handler("collector.fleet_cli:cmd_agents_decommission"))
+
+    uc = sub.add_parser("uninstall-code", help="the code technicians need to uninstall an agent").add_subparsers(
+        dest="uninstall_code_cmd", required=True)
+    s = uc.add_parser("set", help="set the uninstall code (a random one is made and printed if --code is omitted)")
+    s.add_argument("--code", default=None, help="the code (at least 8 characters)")
+    s.set_defaults(func=_handler("collector.fleet_cli:cmd_uninstall_code_set"))
+
+    ca = sub.add_parser("ca", help="the collector's certificate authority").add_subparsers(dest="ca_cmd", required=True)
+    s = ca.add_parser("rotate", help="start a CA rotation (old and new CA trusted together), or --finish it")
+    s.add_argument("--finish", action="store_true", help="end the overlap: only the new CA remains")
+    s.set_defaults(func=_handler("collector.fleet_cli:cmd_ca_rotate"))
+    s = ca.add_parser("status", help="show the CA, the server certificate and a rotation's progress")
+    s.set_defaults(func=_handler("collector.fleet_cli:cmd_ca_status"))
+
+    sc = sub.add_parser("server-cert", help="the collector's TLS certificates").add_subparsers(
+        dest="server_cert_cmd", required=True)
+    s = sc.add_parser("renew", help="issue new server and web certificates from the current CA")
+    s.add_argument("--san", action="append", default=[], help="extra DNS name or IP (repeatable)")
+    s.set_defaults(func=_handler("collector.fleet_cli:cmd_server_cert_renew"))
     us = sub.add_parser("user", help="console accounts").add_subparsers(dest="user_cmd", required=True)
     s = us.add_parser("add", help="create an account and print its one-time setup link")
     s.add_argument("username")

@@ -18,10 +18,11 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from collector import fleet
 from collector.ingest import MAX_BATCH_ITEMS, Rejected, row_values, verify_envelope
 from collector.pki import CollectorPki, CsrError, cert_pem, check_csr, issue_agent_certificate
 from collector.store.alerts import insert_alerts
-from collector.store.models import Agent, AgentCommand, Bundle
+from collector.store.models import Agent, AgentCommand, Bundle, EnrolmentToken
 from collector.tokens import TokenRefused, redeem_token
 from protos import wardwatch_pb2 as pb
 from protos import wardwatch_pb2_grpc as pb_grpc
@@ -55,6 +56,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self._command_events: dict[str, asyncio.Event] = {}
         self._peers: dict[str, tuple[float, PeerAgent | str]] = {}
         self._command_poller: asyncio.Task | None = None
+        self.policy = fleet.load_fleet_policy(pki.paths.root.parent)
 
     async def _db(self, context: grpc.aio.ServicerContext, fn, *args):
         """Run blocking database work off the event loop. A database failure becomes a retryable UNAVAILABLE
@@ -129,11 +131,18 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         agent_id = agent_id_of(identity)
         with self.sessions.begin() as s:
             token = redeem_token(s, request.token)
-            cert = issue_agent_certificate(self.pki.ca_key, self.pki.ca_cert, csr, identity, token.site.name)
+            replaces = self._check_rekey(s, token.token_id, request)
+            cert = issue_agent_certificate(self.pki.issuer_key, self.pki.issuer_cert, csr, identity, token.site.name,
+                                           lifetime=self.policy.agent_cert_lifetime)
             row = s.get(Agent, agent_id) or Agent(id=agent_id, identity_public_key=request.identity_public_key)
+            if replaces is not None:
+                row.rekeyed_from = replaces.id
+                fleet.finish_rekey(s, replaces, agent_id, dt.datetime.now(dt.UTC))
+                self._peers.pop(replaces.id, None)
             row.site_id = token.site.id
             row.cert_serial = format(cert.serial_number, "x")
             row.cert_not_after = cert.not_valid_after_utc
+            row.cert_ca = self.pki.issuer_id
             row.hostname = request.host.hostname[:255]
             row.os = request.host.os[:64]
             row.os_version = request.host.os_version[:255]
@@ -146,6 +155,19 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             _audit(s, "agent.enrol", agent_id, {"site": token.site.name, "token": token.token_id,
                                                 "hostname": row.hostname})
             return agent_id, token.site.name, token.age_band, cert
+
+    @staticmethod
+    def _check_rekey(s: Session, token_id: str, request: pb.EnrollRequest) -> Agent | None:
+        """For a re-key token: the agent it replaces, after checking the request is signed by that agent's key."""
+        rekey_of = s.get(EnrolmentToken, token_id).rekey_of
+        if rekey_of is None:
+            return None
+        old = s.get(Agent, rekey_of)
+        try:
+            load_der_public_key(old.identity_public_key).verify(request.previous_identity_proof, request.csr_pem)
+        except (InvalidSignature, AttributeError) as exc:
+            raise TokenRefused("this re-key token belongs to another device's identity") from exc
+        return old
 
     async def RenewCertificate(self, request: pb.RenewRequest, context) -> pb.RenewResponse:
         peer = await self._peer(context)
@@ -160,10 +182,11 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         def renew():
             with self.sessions.begin() as s:
                 row = s.get(Agent, peer.agent_id)
-                cert = issue_agent_certificate(self.pki.ca_key, self.pki.ca_cert, csr, peer.public_key,
-                                               row.site.name)
+                cert = issue_agent_certificate(self.pki.issuer_key, self.pki.issuer_cert, csr, peer.public_key,
+                                               row.site.name, lifetime=self.policy.agent_cert_lifetime)
                 row.cert_serial = format(cert.serial_number, "x")
                 row.cert_not_after = cert.not_valid_after_utc
+                row.cert_ca = self.pki.issuer_id
                 return cert
 
         cert = await self._db(context, renew)
@@ -210,7 +233,8 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
     async def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
         peer = await self._peer(context)
         latest = await self._db(context, self._heartbeat, peer, request)
-        resp = pb.HeartbeatResponse(latest_bundle_version=latest, heartbeat_interval_s=HEARTBEAT_INTERVAL_S)
+        resp = pb.HeartbeatResponse(latest_bundle_version=latest, heartbeat_interval_s=self.policy.heartbeat_interval_s,
+                                    trust_bundle_sha256=self.pki.trust_bundle_sha256)
         resp.server_time.GetCurrentTime()
         return resp
 
@@ -230,8 +254,27 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                 values["agent_version"] = request.host.agent_version[:32]
             if request.host.hostname:
                 values["hostname"] = request.host.hostname[:255]
+            values["coverage_gaps"] += self._track_instance(s, peer.agent_id, request.instance_id[:64], now)
             s.execute(update(Agent).where(Agent.id == peer.agent_id).values(**values))
             return self._latest_bundle(s, peer.site_id)[0] or ""
+
+    def _track_instance(self, s: Session, agent_id: str, instance: str, now: dt.datetime) -> list[dict]:
+        """Record which process heartbeated; flag a clone (two live processes, one identity) and queue re-keys.
+        Returns the collector-side gaps to show the technician."""
+        row = s.scalars(select(Agent).where(Agent.id == agent_id).with_for_update()).one()
+        recent = dict(row.recent_instances or {})
+        window = self.policy.clone_window
+        if row.clone_detected_at is None and fleet.is_clone(recent, row.last_instance_id, instance, now, window):
+            live = sorted(set(fleet.remember_instance(recent, instance, now, window)))
+            fleet.flag_clone(s, row, live, now)
+            log.warning("agent %s: %d live processes present one identity (cloned image); re-key queued",
+                        agent_id, len(live))
+            _audit(s, "agent.clone-detected", agent_id, {"instances": len(live)})
+        row.recent_instances = fleet.remember_instance(recent, instance, now, window)
+        if row.clone_detected_at is None:
+            return []
+        return [{"gap": fleet.CLONED_IDENTITY,
+                 "detail": "two live devices present this identity; each has been told to re-key"}]
 
     @staticmethod
     def _latest_bundle(s: Session, site_id: int) -> tuple[str | None, Bundle | None]:
@@ -274,7 +317,8 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             while True:
                 await event.wait()
                 event.clear()
-                for command in await self._db(context, self._pending_commands, peer.agent_id):
+                for command in await self._db(context, self._pending_commands, peer.agent_id,
+                                              request.instance_id):
                     yield command
         finally:
             if self._command_events.get(peer.agent_id) is event:
@@ -297,15 +341,19 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             return set(s.scalars(select(AgentCommand.agent_id).where(AgentCommand.delivered_at.is_(None))
                                  .distinct()))
 
-    def _pending_commands(self, agent_id: str) -> list[pb.Command]:
+    def _pending_commands(self, agent_id: str, instance_id: str = "") -> list[pb.Command]:
         out = []
         with self.sessions.begin() as s:
             rows = s.scalars(select(AgentCommand).where(AgentCommand.agent_id == agent_id,
                                                         AgentCommand.delivered_at.is_(None))
                              .order_by(AgentCommand.created_at)).all()
             for row in rows:
+                # A command for one process of a cloned identity goes to that process only.
+                if (row.payload or {}).get("instance_id", instance_id) != instance_id:
+                    continue
                 out.append(command_message(row))
                 row.delivered_at = dt.datetime.now(dt.UTC)
+                fleet.scrub_delivered_secret(row)
         return out
 
     async def AckCommand(self, request: pb.CommandResult, context) -> pb.CommandAckResponse:
@@ -320,6 +368,23 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         await self._db(context, ack)
         return pb.CommandAckResponse()
 
+    async def Deregister(self, request: pb.DeregisterRequest, context) -> pb.DeregisterResponse:
+        peer = await self._peer(context)
+
+        def deregister():
+            with self.sessions.begin() as s:
+                row = s.get(Agent, peer.agent_id)
+                fleet.deregister(s, row, request.uninstall_code, dt.datetime.now(dt.UTC))
+                _audit(s, "agent.removed", peer.agent_id, {"hostname": row.hostname})
+
+        try:
+            await self._db(context, deregister)
+        except fleet.DeregisterRefused as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        self._peers.pop(peer.agent_id, None)
+        log.info("agent %s uninstalled and marked removed", peer.agent_id)
+        return pb.DeregisterResponse()
+
 
 def command_message(row: AgentCommand) -> pb.Command:
     cmd = pb.Command(id=row.id)
@@ -328,6 +393,7 @@ def command_message(row: AgentCommand) -> pb.Command:
         cmd.update_bundle.version = payload.get("version", "")
     elif row.kind == "rekey":
         cmd.rekey.reason = payload.get("reason", "")
+        cmd.rekey.token = payload.get("token", "")
     elif row.kind == "renew_now":
         cmd.renew_now.SetInParent()
     elif row.kind == "set_policy":

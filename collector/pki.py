@@ -7,6 +7,7 @@ Ed25519. Private keys are written 0600 and never logged.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 import socket
@@ -61,6 +62,15 @@ class PkiPaths:
     @property
     def ca_cert(self) -> Path:
         return self.root / "ca.crt"
+
+    @property
+    def ca_next_key(self) -> Path:
+        """The new CA during a rotation's overlap: it signs agent certificates while the old one is still trusted."""
+        return self.root / "ca-next.key"
+
+    @property
+    def ca_next_cert(self) -> Path:
+        return self.root / "ca-next.crt"
 
     @property
     def server_key(self) -> Path:
@@ -159,8 +169,14 @@ def check_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
 
 def issue_agent_certificate(ca_key, ca_cert: x509.Certificate, csr: x509.CertificateSigningRequest,
                             identity_key: ed25519.Ed25519PublicKey, site: str,
-                            days: int = AGENT_CERT_DAYS) -> x509.Certificate:
-    """Sign the agent's TLS key and bind its Ed25519 identity key into the certificate."""
+                            days: int = AGENT_CERT_DAYS, lifetime: dt.timedelta | None = None) -> x509.Certificate:
+    """Sign the agent's TLS key and bind its Ed25519 identity key into the certificate.
+
+    `lifetime` overrides `days` (a collector setting; tests issue certificates that live for seconds)."""
+    lifetime = lifetime or dt.timedelta(days=days)
+    # Backdating absorbs clock skew between collector and PCs; a tenth of the lifetime at most, so a short-lived
+    # certificate's renewal point (a third of its validity left) still lies in its future.
+    backdate = min(dt.timedelta(minutes=5), lifetime / 10)
     agent_id = agent_id_of(identity_key)
     identity_der = identity_key.public_bytes(serialization.Encoding.DER,
                                              serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -171,8 +187,8 @@ def issue_agent_certificate(ca_key, ca_cert: x509.Certificate, csr: x509.Certifi
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(ca_cert.subject).public_key(csr.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=days))
+        .not_valid_before(_now() - backdate)
+        .not_valid_after(_now() + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.UnrecognizedExtension(IDENTITY_KEY_OID, identity_der), critical=False)
@@ -182,15 +198,35 @@ def issue_agent_certificate(ca_key, ca_cert: x509.Certificate, csr: x509.Certifi
 
 
 class CollectorPki:
-    """The loaded CA and server credentials of one collector."""
+    """The loaded CA and server credentials of one collector.
+
+    `ca_cert` is the CA the server certificate chains to (agents pin it at enrolment). `issuer_key`/`issuer_cert`
+    sign agent certificates: the same CA, or the new one while a rotation overlaps. `ca_cert_pem` is every CA the
+    collector trusts and presents (old + new during the overlap), which agents take as their trust bundle.
+    """
 
     def __init__(self, paths: PkiPaths):
         self.paths = paths
         self.ca_key = load_private_key(paths.ca_key)
         self.ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
         self.ca_cert_pem = paths.ca_cert.read_bytes()
+        self.issuer_key, self.issuer_cert = self.ca_key, self.ca_cert
+        if paths.ca_next_cert.exists():
+            next_pem = paths.ca_next_cert.read_bytes()
+            self.issuer_key = load_private_key(paths.ca_next_key)
+            self.issuer_cert = x509.load_pem_x509_certificate(next_pem)
+            self.ca_cert_pem += next_pem
         self.server_key_pem = paths.server_key.read_bytes()
         self.server_cert_pem = paths.server_cert.read_bytes()
+
+    @property
+    def issuer_id(self) -> str:
+        """Short id of the CA that signs agent certificates now (stored per agent to follow a rotation)."""
+        return ca_pin(self.issuer_cert.public_bytes(serialization.Encoding.DER))[:16]
+
+    @property
+    def trust_bundle_sha256(self) -> str:
+        return hashlib.sha256(self.ca_cert_pem).hexdigest()
 
     @property
     def pin(self) -> str:

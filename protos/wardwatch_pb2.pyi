@@ -39,18 +39,20 @@ TEXT_SOURCE_DELETED: TextSource
 TEXT_SOURCE_TITLE: TextSource
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("token", "csr_pem", "identity_public_key", "identity_proof", "host")
+    __slots__ = ("token", "csr_pem", "identity_public_key", "identity_proof", "host", "previous_identity_proof")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     CSR_PEM_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_PROOF_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_IDENTITY_PROOF_FIELD_NUMBER: _ClassVar[int]
     token: str
     csr_pem: bytes
     identity_public_key: bytes
     identity_proof: bytes
     host: HostInfo
-    def __init__(self, token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., identity_public_key: _Optional[bytes] = ..., identity_proof: _Optional[bytes] = ..., host: _Optional[_Union[HostInfo, _Mapping]] = ...) -> None: ...
+    previous_identity_proof: bytes
+    def __init__(self, token: _Optional[str] = ..., csr_pem: _Optional[bytes] = ..., identity_public_key: _Optional[bytes] = ..., identity_proof: _Optional[bytes] = ..., host: _Optional[_Union[HostInfo, _Mapping]] = ..., previous_identity_proof: _Optional[bytes] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("agent_id", "certificate_pem", "ca_chain_pem", "site", "bundle_public_key", "age_band")
@@ -261,14 +263,16 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., host: _Optional[_Union[HostInfo, _Mapping]] = ..., bundle_version: _Optional[str] = ..., gaps: _Optional[_Iterable[_Union[CoverageDetails, _Mapping]]] = ..., spool_depth: _Optional[int] = ..., last_seq: _Optional[int] = ..., instance_id: _Optional[str] = ..., user: _Optional[str] = ..., confirmed_commands: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("server_time", "latest_bundle_version", "heartbeat_interval_s")
+    __slots__ = ("server_time", "latest_bundle_version", "heartbeat_interval_s", "trust_bundle_sha256")
     SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
     LATEST_BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    TRUST_BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
     server_time: _timestamp_pb2.Timestamp
     latest_bundle_version: str
     heartbeat_interval_s: int
-    def __init__(self, server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_bundle_version: _Optional[str] = ..., heartbeat_interval_s: _Optional[int] = ...) -> None: ...
+    trust_bundle_sha256: str
+    def __init__(self, server_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_bundle_version: _Optional[str] = ..., heartbeat_interval_s: _Optional[int] = ..., trust_bundle_sha256: _Optional[str] = ...) -> None: ...
 
 class FetchBundleRequest(_message.Message):
     __slots__ = ("have_version", "want_version")
@@ -321,10 +325,12 @@ class UpdateBundle(_message.Message):
     def __init__(self, version: _Optional[str] = ...) -> None: ...
 
 class Rekey(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "token")
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    token: str
+    def __init__(self, reason: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class RenewNow(_message.Message):
     __slots__ = ()
@@ -355,5 +361,17 @@ class CommandResult(_message.Message):
     def __init__(self, command_id: _Optional[str] = ..., ok: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class CommandAckResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeregisterRequest(_message.Message):
+    __slots__ = ("uninstall_code", "reason")
+    UNINSTALL_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    uninstall_code: str
+    reason: str
+    def __init__(self, uninstall_code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeregisterResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -69,6 +69,11 @@ class AgentGatewayStub:
                 request_serializer=protos_dot_wardwatch__pb2.CommandResult.SerializeToString,
                 response_deserializer=protos_dot_wardwatch__pb2.CommandAckResponse.FromString,
                 _registered_method=True)
+        self.Deregister = channel.unary_unary(
+                '/wardwatch.v1.AgentGateway/Deregister',
+                request_serializer=protos_dot_wardwatch__pb2.DeregisterRequest.SerializeToString,
+                response_deserializer=protos_dot_wardwatch__pb2.DeregisterResponse.FromString,
+                _registered_method=True)
 
 
 class AgentGatewayServicer:
@@ -122,6 +127,13 @@ class AgentGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deregister(self, request, context):
+        """The agent is being uninstalled: the collector checks the uninstall code and marks the device removed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +171,11 @@ def add_AgentGatewayServicer_to_server(servicer, server):
                     servicer.AckCommand,
                     request_deserializer=protos_dot_wardwatch__pb2.CommandResult.FromString,
                     response_serializer=protos_dot_wardwatch__pb2.CommandAckResponse.SerializeToString,
+            ),
+            'Deregister': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deregister,
+                    request_deserializer=protos_dot_wardwatch__pb2.DeregisterRequest.FromString,
+                    response_serializer=protos_dot_wardwatch__pb2.DeregisterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +367,33 @@ class AgentGateway:
             '/wardwatch.v1.AgentGateway/AckCommand',
             protos_dot_wardwatch__pb2.CommandResult.SerializeToString,
             protos_dot_wardwatch__pb2.CommandAckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deregister(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wardwatch.v1.AgentGateway/Deregister',
+            protos_dot_wardwatch__pb2.DeregisterRequest.SerializeToString,
+            protos_dot_wardwatch__pb2.DeregisterResponse.FromString,
             options,
             channel_credentials,
             insecure,

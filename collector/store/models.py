@@ -86,6 +86,8 @@ class Agent(Base):
     clone_detected_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     rekeyed_from: Mapped[str | None] = mapped_column(String(32), default=None)
     removed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # First 16 hex of the SHA-256 of the CA that issued the current certificate: shows a CA rotation's progress.
+    cert_ca: Mapped[str | None] = mapped_column(String(16), default=None)
 
     site: Mapped[Site] = relationship()
 
