@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("generalize", help="wipe identity and spool before capturing a golden image")
     s.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     s.set_defaults(func=_handler("agent.enrol:cmd_generalize"))
+
+    s = sub.add_parser("uninstall", help="tell the collector this device is removed (needs the code), wipe state")
+    s.add_argument("--code", default=None, help="the uninstall code set on the collector")
+    s.set_defaults(func=_handler("agent.enrol:cmd_uninstall"))
     return p
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from agent import __version__
@@ -24,7 +25,7 @@ from agent.state import AgentState, write_private
 from protos import wardwatch_pb2 as pb
 from protos import wardwatch_pb2_grpc as pb_grpc
 from protos.enrolment import EnrolmentString, EnrolmentStringError
-from protos.identity import spki_der
+from protos.identity import agent_id_of, spki_der
 
 ENROL_TIMEOUT_S = 20
 
@@ -72,9 +73,13 @@ def fetch_pinned_ca(enrol_address: str, pin: str, timeout: float = 10.0) -> byte
 
 
 def build_csr(state: AgentState) -> bytes:
+    return _csr(state.tls_key(), state.agent_id)
+
+
+def _csr(tls_key: ec.EllipticCurvePrivateKey, agent_id: str) -> bytes:
     csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, state.agent_id)]))
-           .sign(state.tls_key(), hashes.SHA256()))
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, agent_id)]))
+           .sign(tls_key, hashes.SHA256()))
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
@@ -140,4 +145,71 @@ def cmd_generalize(args: argparse.Namespace) -> int:
         raise AgentError("generalize wipes this device's identity and unsent alerts; run again with --yes")
     removed = generalize(state)
     print(f"Generalised {state.root}: removed {len(removed)} file(s). Enrol again after the image is deployed.")
+    return 0
+
+
+def _private_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+async def rekey(state: AgentState, token: str) -> str:
+    """Make a new identity and enrol it with a one-time re-key token; returns the new agent id.
+
+    The collector issued the token to this identity after it saw two live devices presenting it. The request is
+    signed by the new key (proof of possession) and by the old one (so only a holder of the old identity can
+    redeem the token). Keys are written only after the collector answered, so a failure leaves the old identity.
+    """
+    config = state.config()
+    ca_pem = state.ca_path.read_bytes()
+    old_identity = state.identity_key()
+    identity = ed25519.Ed25519PrivateKey.generate()
+    tls_key = ec.generate_private_key(ec.SECP256R1())
+    agent_id = agent_id_of(identity.public_key())
+    csr_pem = _csr(tls_key, agent_id)
+    request = pb.EnrollRequest(token=token, csr_pem=csr_pem, identity_public_key=spki_der(identity.public_key()),
+                               identity_proof=identity.sign(csr_pem), host=host_info(),
+                               previous_identity_proof=old_identity.sign(csr_pem))
+    es = EnrolmentString(config["address"], config["enrol_address"], token, config.get("ca_pin", ""),
+                         config.get("site", ""))
+    resp = await _enroll_rpc(es, ca_pem, request)
+    if resp.agent_id != agent_id:
+        raise AgentError("the collector answered the re-key for a different agent id; keeping the old identity")
+    write_private(state.identity_key_path, _private_pem(identity))
+    write_private(state.tls_key_path, _private_pem(tls_key))
+    write_private(state.cert_path, resp.certificate_pem)
+    state.save_config(config | {"agent_id": agent_id, "previous_agent_id": config["agent_id"],
+                                "rekeyed_at": dt.datetime.now(dt.UTC).isoformat()})
+    return agent_id
+
+
+async def _deregister(state: AgentState, code: str) -> None:
+    from agent.spool import Spool
+    from agent.uplink import Uplink
+
+    uplink = Uplink(state)
+    spool = Spool(state.spool_path)
+    try:
+        # Alerts still waiting go first: after the collector marks the device removed it refuses them.
+        while spool.depth() and (await uplink.send_batch(spool)).sent:
+            pass
+        await uplink.stub.Deregister(pb.DeregisterRequest(uninstall_code=code, reason="uninstall"), timeout=20)
+    finally:
+        spool.close()
+        await uplink.close()
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    """Tell the collector this device is being removed (it checks the uninstall code), then wipe the state."""
+    state = AgentState(args.state)
+    config = state.config()
+    if not args.code:
+        raise AgentError("uninstalling needs the uninstall code set on the collector: --code CODE")
+    try:
+        asyncio.run(_deregister(state, args.code))
+    except grpc.RpcError as exc:
+        raise AgentError(f"uninstall refused: {describe_rpc_error(exc, config['address'])}") from exc
+    removed = generalize(state)
+    print(f"Agent {config['agent_id']} is marked removed on the collector; wiped {len(removed)} file(s) in "
+          f"{state.root}.")
     return 0

@@ -27,4 +27,8 @@ async def renew(state: AgentState, uplink: Uplink) -> dt.datetime:
     write_private(state.tls_key_path, new_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     write_private(state.cert_path, resp.certificate_pem)
+    if resp.ca_chain_pem:
+        # Every CA the collector trusts (two while a CA rotation overlaps): the next server certificate may come
+        # from the new one. Received over the authenticated channel, so it extends the pinned trust.
+        state.ca_path.write_bytes(resp.ca_chain_pem)
     return cert.not_valid_after_utc

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -25,9 +26,11 @@ from agent import __version__
 from agent.alerts import SOURCES, Signer, coverage_alert, dropped_alert
 from agent.bundles import BundleStore
 from agent.channel import describe_rpc_error
-from agent.enrol import host_info
+from agent.enrol import generalize, host_info
+from agent.errors import AgentError
 from agent.spool import Spool, SpoolFull
 from agent.state import AgentState
+from agent.supervise import HelperSupervisor
 from agent.uplink import Backoff, Uplink
 from protos import wardwatch_pb2 as pb
 
@@ -35,6 +38,13 @@ log = logging.getLogger("wardwatch.agent")
 IDLE_POLL_S = 5.0
 HEARTBEAT_S = 60.0
 RENEW_BEFORE = dt.timedelta(days=30)
+HELPER_CHECK_S = 2.0
+STOP_FLUSH_S = 5.0
+# The installer writes this file before it stops the service for an upgrade or an authorised uninstall; a stop
+# without it (or with a stale one) is reported to the technician as a coverage gap.
+MAINTENANCE_FILE = "maintenance"
+MAINTENANCE_VALID_S = 3600
+DECOMMISSIONED_EXIT = 3
 
 
 class AgentService:
@@ -54,6 +64,9 @@ class AgentService:
         self.last_contact: float | None = None
         self.last_error = ""
         self.started_at = time.time()
+        self.helpers = HelperSupervisor(restart=os.environ.get("WARDWATCH_NO_HELPER_RESTART") != "1")
+        self.exit_code = 0
+        self.decommissioned = False
 
     # -------------------------------------------------------------- spooling
 
@@ -81,15 +94,16 @@ class AgentService:
                              matched=str(message.get("text_version", ""))[:64])
             await self.spool_alert_async(alert)
         elif kind == "hello":
-            log.info("session helper connected (pid %s, user %s)", message.get("pid"), user)
+            log.info("session helper connected (pid %s, user %s)", getattr(peer, "pid", "?"), user)
+            if getattr(peer, "pid", None):
+                self.helpers.on_hello(peer.pid, user)
+                self.gaps.pop("helper-stopped", None)
 
     def on_media_report(self, report) -> None:
-        """Called from the media watcher's thread."""
-        from agent.capture.media import MediaPolicy
-
-        policy = MediaPolicy(approved_serials=set(self.config.get("approved_usb_serials", [])))
-        severity = policy.severity_for(report)
-        alert = usb_alert(report, severity, approved=report.serial in policy.approved_serials)
+        """Called from the media watcher's thread, once per arriving volume."""
+        severity = self.media_policy.severity_for(report)
+        alert = usb_alert(report, severity, approved=self.media_policy.is_approved(report))
+        alert.usb.os_write_policy = self.os_write_policy
         try:
             self.spool_alert(alert)
         except SpoolFull:
@@ -129,7 +143,11 @@ class AgentService:
                 latest = resp.latest_bundle_version
                 if latest and latest != self.bundles.current_version():
                     await self.update_bundle()
-                await self.renew_if_due()
+                if resp.trust_bundle_sha256 and resp.trust_bundle_sha256 != self._trust_bundle_sha256():
+                    # A CA rotation: renewing brings a certificate from the new CA and the new trust bundle.
+                    await self.renew_certificate()
+                else:
+                    await self.renew_if_due()
                 await self._sleep(resp.heartbeat_interval_s or HEARTBEAT_S)
             except grpc.RpcError as exc:
                 self._error(describe_rpc_error(exc, self.config["address"]))
@@ -166,11 +184,59 @@ class AgentService:
             ok, detail = await self.update_bundle()
         elif kind == "renew_now":
             ok, detail = await self.renew_certificate()
+        elif kind == "rekey":
+            ok, detail = await self.rekey(command.rekey)
+        elif kind == "uninstall":
+            ok, detail = True, "removing this device's identity and stopping the service"
         else:
             ok, detail = False, f"command {kind!r} is not supported by agent {__version__}"
         with contextlib.suppress(grpc.RpcError):
+            # Still the channel of the identity the command was sent to: a re-key switches only after this.
             await self._uplink().stub.AckCommand(pb.CommandResult(command_id=command.id, ok=ok, detail=detail),
                                                  timeout=15)
+        if kind == "rekey" and ok:
+            await self._reconnect()
+        elif kind == "uninstall":
+            await self.uninstall()
+
+    async def rekey(self, request: pb.Rekey) -> tuple[bool, str]:
+        """Take a new identity (the collector saw this one on two live devices) and say so to the technician."""
+        from agent.alerts import Signer
+        from agent.enrol import rekey
+
+        if not request.token:
+            return False, "a re-key needs a one-time token from the collector"
+        old_id = self.config["agent_id"]
+        await self._flush_spool()  # alerts signed by the old identity must go while it is still accepted
+        try:
+            new_id = await rekey(self.state, request.token)
+        except grpc.RpcError as exc:
+            return False, describe_rpc_error(exc, self.config["address"])
+        except AgentError as exc:
+            return False, str(exc)
+        self.config = self.state.config()
+        self.signer = Signer(key=self.state.identity_key(), agent_id=new_id, age_band=self.signer.age_band,
+                             bundle_version=self.signer.bundle_version)
+        self.instance_id = secrets.token_hex(8)
+        detail = (f"this device presented identity {old_id} at the same time as another live device (a cloned "
+                  f"image that was not generalised); it re-keyed as {new_id}")
+        await self.spool_alert_async(coverage_alert(request.reason or "cloned-identity", detail, severity=3))
+        log.warning("re-keyed: agent %s is now %s (%s)", old_id, new_id, request.reason or "requested")
+        return True, f"re-keyed as {new_id}"
+
+    async def uninstall(self) -> None:
+        """The collector decommissioned this device: stop for good; `run` then drops identity and spool."""
+        self._enter_maintenance("decommissioned by the collector")
+        self.decommissioned = True
+        self.exit_code = DECOMMISSIONED_EXIT  # the systemd unit does not restart on this status
+        self.stopping.set()
+
+    async def _flush_spool(self, deadline_s: float = 20.0) -> None:
+        end = time.monotonic() + deadline_s
+        with contextlib.suppress(grpc.RpcError):
+            while time.monotonic() < end and self.spool.depth():
+                if not (await self._uplink().send_batch(self.spool)).sent:
+                    break
 
     # -------------------------------------------------------------- bundles and certificates
 
@@ -195,8 +261,18 @@ class AgentService:
         from cryptography import x509
 
         cert = x509.load_pem_x509_certificate(self.state.cert_path.read_bytes())
-        if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:
-            await self.renew_certificate()
+        if renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, dt.datetime.now(dt.UTC)):
+            ok, detail = await self.renew_certificate()
+            if ok:
+                log.info("%s", detail)
+            else:
+                self._error(f"certificate renewal failed: {detail}")
+
+    def _trust_bundle_sha256(self) -> str:
+        try:
+            return hashlib.sha256(self.state.ca_path.read_bytes()).hexdigest()
+        except OSError:
+            return ""
 
     async def renew_certificate(self) -> tuple[bool, str]:
         from agent.renew import renew
@@ -250,14 +326,45 @@ class AgentService:
         tmp.write_text(json.dumps(status))
         tmp.replace(self.state.status_path)
 
+    async def helper_loop(self) -> None:
+        while not self.stopping.is_set():
+            for stop in self.helpers.check():
+                self.gaps["helper-stopped"] = stop.detail
+                await self.spool_alert_async(coverage_alert("helper-stopped", stop.detail, severity=3,
+                                                            user=stop.record.username))
+            await self._sleep(HELPER_CHECK_S)
+
+    def _maintenance_path(self):
+        return self.state.root / MAINTENANCE_FILE
+
+    def _enter_maintenance(self, reason: str) -> None:
+        self._maintenance_path().write_text(reason)
+
+    def _in_maintenance(self) -> bool:
+        try:
+            return time.time() - self._maintenance_path().stat().st_mtime < MAINTENANCE_VALID_S
+        except OSError:
+            return False
+
+    async def _report_stop(self) -> None:
+        """Stopped outside an upgrade or an authorised uninstall: tell the technician before going."""
+        if self.decommissioned or self._in_maintenance():
+            return
+        await self.spool_alert_async(coverage_alert("service-stopped", "the agent service was stopped outside an "
+                                                    "upgrade; nothing is monitored until it runs again", severity=3))
+        await self._flush_spool(STOP_FLUSH_S)
+
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # The installer's marker covers one stop; the service it started clears it.
+        with contextlib.suppress(OSError):
+            self._maintenance_path().unlink()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self.stopping.set)
         # Leases held by a process that died (SIGKILL mid-send) would delay those alerts; take them back.
         self.spool.release(self.spool.pending_seqs())
         tasks = [asyncio.create_task(c) for c in (self.drain_loop(), self.heartbeat_loop(), self.commands_loop(),
-                                                   self.status_loop())]
+                                                   self.status_loop(), self.helper_loop())]
         closers = []
         ipc = await self._start_session_channel()
         if ipc is not None:
@@ -269,12 +376,17 @@ class AgentService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._report_stop()
         for close in closers:
             await close()
         if media is not None:
             media.stop()
         if self.uplink is not None:
             await self.uplink.close()
+        if self.decommissioned:
+            self.spool.close()
+            generalize(self.state)
+            return
         self.write_status()
         self.spool.close()
 
@@ -290,16 +402,17 @@ class AgentService:
         return server
 
     def _start_media_watcher(self):
+        """Watch removable media. Site policy comes from agent.json: `approved_usb_serials`, `usb_severities`
+        (state -> severity or null) and `media_include_loop` (also watch loop devices: thin clients, tests)."""
+        from agent.capture.media import MediaPolicy, os_write_policy, start_watcher
+
+        self.media_policy = MediaPolicy(approved_serials=self.config.get("approved_usb_serials", []),
+                                        severities=self.config.get("usb_severities", {}))
+        self.os_write_policy = os_write_policy()
         try:
-            from agent.capture.media import start_watcher
-        except ImportError:
-            log.warning("removable-media checks unavailable in this build")
-            return None
-        try:
-            return start_watcher(self.on_media_report,
-                                 include_loop=bool(os.environ.get("WARDWATCH_MEDIA_INCLUDE_LOOP")))
+            return start_watcher(self.on_media_report, include_loop=bool(self.config.get("media_include_loop")))
         except Exception as exc:  # a platform without udev must not stop alerting on text
-            log.warning("removable-media watcher could not start: %s", exc)
+            log.warning("removable-media watcher could not start: %s", type(exc).__name__)
             self.gaps["usb-unavailable"] = str(exc)[:200]
             return None
 
@@ -330,8 +443,14 @@ def usb_alert(report, severity: int | None, approved: bool) -> pb.Alert:
     return alert
 
 
+def renewal_due(not_before: dt.datetime, not_after: dt.datetime, now: dt.datetime) -> bool:
+    """Renew with a third of the validity left (30 days at most): early enough to survive a long holiday
+    switched off, and proportionate for short-lived certificates."""
+    return not_after - now < min(RENEW_BEFORE, (not_after - not_before) / 3)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     state = AgentState(args.state)
     service = AgentService(state)
     asyncio.run(service.run())
-    return 0
+    return service.exit_code

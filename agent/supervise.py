@@ -1,0 +1,139 @@
+"""The service watches the session helpers that said hello, and starts again one that died while its session lives.
+
+The helper runs as the logged-in user (systemd user unit or XDG autostart, a Windows logon task, a launchd agent),
+and those restart it too; this is the second line for a helper killed from a task manager. Who a helper is comes
+from the kernel (SO_PEERCRED pid), and how to start it again from that process's own command line and display
+variables, read while it was alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+log = logging.getLogger("wardwatch.agent.supervise")
+# What a helper needs from its desktop session to capture again; nothing else of the user's environment is kept.
+SESSION_VARIABLES = ("DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR", "XDG_SESSION_TYPE",
+                     "DBUS_SESSION_BUS_ADDRESS", "HOME", "USER", "LOGNAME", "PATH", "LANG", "WARDWATCH_STATE")
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+
+
+@dataclass
+class HelperRecord:
+    pid: int
+    uid: int
+    username: str
+    cmdline: list[str]
+    env: dict[str, str]
+    parent_pid: int
+    created: float
+    restarts: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HelperStopped:
+    """A helper that died while the session it belonged to is still there."""
+
+    record: HelperRecord
+    restarted_pid: int | None
+    detail: str
+
+
+def describe(pid: int, username: str) -> HelperRecord | None:
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            try:
+                env = proc.environ()
+            except psutil.AccessDenied:  # another user's environment needs CAP_SYS_PTRACE, which we do not keep
+                env = {}
+            return HelperRecord(pid=pid, uid=proc.uids().real, username=username, cmdline=proc.cmdline(),
+                                env={k: env[k] for k in SESSION_VARIABLES if k in env}, parent_pid=proc.ppid(),
+                                created=proc.create_time())
+    except (psutil.Error, OSError):
+        return None
+
+
+def _alive(pid: int, created: float | None = None) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and (created is None or proc.create_time() == created)
+    except psutil.Error:
+        return False
+
+
+def start_helper(record: HelperRecord) -> subprocess.Popen | None:
+    """Start the helper again as its user, where this platform and our privileges allow it."""
+    if sys.platform == "win32" or not record.cmdline:
+        return None  # the logon task restarts it there
+    as_other_user = record.uid != os.geteuid()
+    if as_other_user and os.geteuid() != 0:
+        return None
+    try:
+        return subprocess.Popen(record.cmdline, env=record.env, cwd="/", stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                user=record.uid if as_other_user else None)
+    except OSError as exc:
+        log.warning("could not start the session helper for %s again: %s", record.username, exc)
+        return None
+
+
+class HelperSupervisor:
+    def __init__(self, restart: bool = True):
+        self.restart = restart
+        self.helpers: dict[int, HelperRecord] = {}
+        self._children: list[subprocess.Popen] = []
+
+    def on_hello(self, pid: int, username: str) -> None:
+        if pid in self.helpers:
+            return  # a helper this service restarted, registered when it was started (keeps its history)
+        record = describe(pid, username)
+        if record is not None:
+            self.helpers[pid] = record
+
+    def check(self) -> list[HelperStopped]:
+        """Find helpers that died; start them again if their session lives. Returns the stops to report."""
+        self._children = [c for c in self._children if c.poll() is None]
+        stopped = []
+        now = time.monotonic()
+        for pid, record in list(self.helpers.items()):
+            if _alive(pid, record.created):
+                continue
+            del self.helpers[pid]
+            if not _alive(record.parent_pid):
+                log.info("session helper of %s ended with its session", record.username)
+                continue
+            record.restarts = [t for t in record.restarts if now - t < RESTART_WINDOW_S]
+            child = None
+            if self.restart and len(record.restarts) < MAX_RESTARTS:
+                child = start_helper(record)
+            if child is not None:
+                record.restarts.append(now)
+                self._children.append(child)
+                # Kept under the new pid until it says hello, so its restart history is not lost.
+                self.helpers[child.pid] = HelperRecord(pid=child.pid, uid=record.uid, username=record.username,
+                                                       cmdline=record.cmdline, env=record.env,
+                                                       parent_pid=record.parent_pid, created=_created(child.pid),
+                                                       restarts=record.restarts)
+            who = record.username or f"uid {record.uid}"
+            outcome = f"restarted as pid {child.pid}" if child else "not restarted"
+            detail = f"session helper (pid {pid}) of {who} stopped while the session was open; {outcome}"
+            stopped.append(HelperStopped(record=record, restarted_pid=child.pid if child else None, detail=detail))
+        return stopped
+
+    def close(self) -> None:
+        self._children = [c for c in self._children if c.poll() is None]
+
+
+def _created(pid: int) -> float:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0
