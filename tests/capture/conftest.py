@@ -1,11 +1,10 @@
-"""A real X desktop for capture tests: Xvfb on a random display, openbox, xterm windows and xdotool typing."""
+"""A real X desktop for capture tests: Xvfb on a free display, openbox, xterm windows and xdotool typing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import random
 import shutil
 import subprocess
 import threading
@@ -138,20 +137,31 @@ def desktop() -> Iterator[Desktop]:
         if os.environ.get("CI"):
             pytest.fail(f"desktop tests need {', '.join(missing)} (installed by .ci/run)")
         pytest.skip(f"missing {', '.join(missing)}")
-    display = f":{random.randint(200, 899)}"
+    # Xvfb picks a free display itself (-displayfd): other test runs on this machine have their own servers.
+    # -noreset: by default the server resets when its last client leaves, and a client connecting during that
+    # reset (openbox, right after our readiness probe) is refused.
+    read_fd, write_fd = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-noreset", "-screen", "0", "1280x800x24",
+                             "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            pass_fds=(write_fd,))
+    os.close(write_fd)
+    with os.fdopen(read_fd) as announced:
+        number = announced.readline().strip()
+    if not number:
+        xvfb.kill()
+        pytest.fail("Xvfb did not start")
+    display = f":{number}"
     env = {**os.environ, "DISPLAY": display}
     env.pop("WAYLAND_DISPLAY", None)
     env.pop("XDG_SESSION_TYPE", None)
     procs: list[subprocess.Popen] = []
     desk = Desktop(display, env, procs)
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     saved = {k: os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_SESSION_TYPE")}
     try:
-        wait_for(lambda: desk.run("xdotool", "getmouselocation", check=False), 15, "Xvfb to accept clients")
+        wait_for(lambda: desk.run("xdotool", "getmouselocation", check=False), 30, "Xvfb to accept clients")
         procs.append(subprocess.Popen(["openbox"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(lambda: "_NET_SUPPORTING_WM_CHECK" in desk.run("xprop", "-root", check=False)
-                 if shutil.which("xprop") else True, 15, "openbox to manage the screen")
+                 if shutil.which("xprop") else True, 30, "openbox to manage the screen")
         # pynput and python-xlib read the display from the environment of this process.
         os.environ["DISPLAY"] = display
         os.environ.pop("WAYLAND_DISPLAY", None)
