@@ -257,6 +257,8 @@ def decide(person: Person, alert: AlertFacts, contacts: SiteContacts, steps: Seq
         raise ReviewRefused("Choose the outcome.")
     if not reason.strip():
         raise ReviewRefused("Write the reason for your decision.")
+    if len(reason.strip()) > MAX_REASON:
+        raise ReviewRefused(f"The reason is longer than {MAX_REASON} characters.")
     return Decision("decide", final_state(outcome), outcome)
 
 

@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -141,9 +141,9 @@ class Console:
 
     # ------------------------------------------------------------ plumbing
 
-    def render(self, request: Request, name: str, status: int = 200, user: User | None = None,
+    def render(self, request: Request, template: str, status: int = 200, user: User | None = None,
                csrf: str = "", **ctx: Any) -> HTMLResponse:
-        return self.templates.TemplateResponse(request, name, {"user": user, "csrf": csrf, **ctx},
+        return self.templates.TemplateResponse(request, template, {"user": user, "csrf": csrf, **ctx},
                                                status_code=status)
 
     def message(self, request: Request, status: int, title: str, message: str, back: str = "/queue",
@@ -214,6 +214,8 @@ class Console:
         app.add_api_route("/alerts/{alert_id}/audit", self.alert_audit, methods=["GET"])
         app.add_api_route("/alerts/{alert_id}/{action}", self.alert_action, methods=["POST"])
         app.add_api_route("/pupil", self.pupil_page, methods=["GET"])
+        app.add_api_route("/admin/sites/{site_id}", self.site_page, methods=["GET"])
+        app.add_api_route("/admin/sites/{site_id}", self.site_post, methods=["POST"])
         app.add_api_route("/ack/{token}", self.ack_page, methods=["GET"])
         app.add_api_route("/ack/{token}", self.ack_post, methods=["POST"])
 
@@ -499,11 +501,63 @@ class Console:
             if not rows:
                 raise PageError(404, "Nothing to show", "You have no alerts to see for this person at this site.")
             audit.append(db, user.username, "pupil.view", f"pupil:{site_id}:{name}", {"alerts": len(rows)})
-            return self.render(request, "pupil.html", user=user, csrf=ws.csrf_token, alerts=rows, name=name,
+            return self.render(request, "pupil.html", user=user, csrf=ws.csrf_token, alerts=rows, pupil=name,
                                site=db.get(Site, site_id), outcomes=reviewing.outcomes_by_alert(
                                    db, [a.id for a in rows]))
 
         return self.run(request, work)
+
+    # ---- site safeguarding settings (admin, or the site's headteacher)
+
+    def _site_for_settings(self, db: Session, user: User, site_id: str) -> Site:
+        sid = _form_int(site_id)
+        site = db.get(Site, sid) if sid is not None else None
+        if site is None or site.id not in {s.id for s in user.sites}:
+            raise PageError(404, "No such site", "There is no site with that reference among your sites.")
+        if user.role not in ("admin", "headteacher"):
+            raise PageError(403, "Not available to your role",
+                            "Only an administrator or the headteacher changes the safeguarding settings.")
+        return site
+
+    def _site_context(self, db: Session, site: Site) -> dict[str, Any]:
+        members = [u for u in db.scalars(select(User).order_by(User.display_name))
+                   if site.id in {s.id for s in u.sites} and not u.disabled]
+        return {"site": site, "named": db.get(SiteSafeguarding, site.id),
+                "seniors": [u for u in members if u.role in rules.REVIEWER_ROLES],
+                "governors": [u for u in members if u.role == "governor"],
+                "on_call": notify.on_call_list(db, site.id)}
+
+    def site_page(self, request: Request, site_id: str) -> Response:
+        def work(db: Session) -> Response:
+            ws, user = self.signed_in(request, db)
+            site = self._site_for_settings(db, user, site_id)
+            return self.render(request, "site.html", user=user, csrf=ws.csrf_token,
+                               done=request.query_params.get("done", ""), **self._site_context(db, site))
+
+        return self.run(request, work)
+
+    async def site_post(self, request: Request, site_id: str) -> Response:
+        form = await self.form(request)
+
+        def work(db: Session) -> Response:
+            ws, user = self.signed_in(request, db)
+            self.require_csrf(ws.csrf_token, form)
+            site = self._site_for_settings(db, user, site_id)
+            ctx = self._site_context(db, site)
+            try:
+                settings = present.parse_site_settings(form, ctx["seniors"], ctx["governors"])
+            except ValueError as exc:
+                return self.render(request, "site.html", status=400, user=user, csrf=ws.csrf_token,
+                                   error=str(exc), **ctx)
+            accounts.set_site_contacts(db, site.id, settings.allegations, settings.chair, settings.minutes)
+            notify.set_on_call(db, site.id, settings.on_call)
+            audit.append(db, user.username, "site.safeguarding", f"site:{site.id}", {
+                "allegations": settings.allegations.username if settings.allegations else None,
+                "chair": settings.chair.username if settings.chair else None,
+                "on_call": len(settings.on_call), "escalate_after_minutes": settings.minutes})
+            return RedirectResponse(f"/admin/sites/{site.id}?done=1", status_code=303)
+
+        return await asyncio.to_thread(self.run, request, work)
 
     # ---- imminent-risk acknowledgement (from the e-mail, no sign-in needed: the token is the proof)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Any
 
 from collector.review import rules
 
@@ -66,3 +68,41 @@ def when(value: dt.datetime | None) -> str:
         return ""
     value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).strftime("%d %b %Y %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    allegations: Any
+    chair: Any
+    minutes: int
+    on_call: list[tuple[str, str, str]]
+
+
+def parse_site_settings(form: dict[str, str], seniors: list, governors: list) -> SiteSettings:
+    """The site settings form, checked: the named people must be among those offered. Raises ValueError."""
+    def pick(field: str, offered: list, what: str):
+        value = form.get(field, "").strip()
+        if not value:
+            return None
+        chosen = [u for u in offered if str(u.id) == value]
+        if not chosen:
+            raise ValueError(f"Choose the {what} from the list.")
+        return chosen[0]
+
+    allegations = pick("allegations", seniors, "person named for allegations")
+    chair = pick("chair", governors, "chair of governors")
+    try:
+        minutes = int(form.get("minutes", "10"))
+    except ValueError:
+        raise ValueError("The escalation delay is a whole number of minutes.") from None
+    if not 1 <= minutes <= 240:
+        raise ValueError("The escalation delay must be between 1 and 240 minutes.")
+    on_call = []
+    for n, line in enumerate(form.get("oncall", "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 2 or not parts[0] or "@" not in parts[1]:
+            raise ValueError(f"On-call line {n}: write 'name, e-mail, out-of-hours number'.")
+        on_call.append((parts[0][:200], parts[1][:255], ", ".join(parts[2:])[:64]))
+    return SiteSettings(allegations, chair, minutes, on_call)

@@ -124,3 +124,74 @@ def test_idle_session_expires(as_user, world):
     with world.engine.begin() as conn:
         conn.execute(update(WebSession).values(last_seen_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
     assert c.get("/queue").headers["location"] == "/login"
+
+
+def test_site_settings_name_the_allegations_person_and_the_on_call_list(as_user, world):
+    from sqlalchemy.orm import Session
+
+    from collector import notify
+    from collector.store.models_review import SiteSafeguarding
+    assert as_user("dsl.cora").get(f"/admin/sites/{world.north}").status_code == 403
+    admin = as_user("admin.gale")
+    assert admin.get(f"/admin/sites/{world.south}").status_code == 404  # not one of the admin's sites
+    page = admin.get(f"/admin/sites/{world.north}")
+    assert page.status_code == 200
+    form = {"allegations": str(world.users["dsl.cora"]), "chair": str(world.users["gov.fern"]), "minutes": "7",
+            "oncall": "Cora, cora@school.invalid, 07700 900123\nDara, dara@school.invalid,"}
+    bad = admin.post(f"/admin/sites/{world.north}", {**form, "allegations": str(world.users["tech.evan"])})
+    assert bad.status_code == 400 and "from the list" in bad.text
+    bad = admin.post(f"/admin/sites/{world.north}", {**form, "oncall": "just a name"})
+    assert bad.status_code == 400 and "line 1" in bad.text
+    assert admin.post(f"/admin/sites/{world.north}", form).status_code == 303
+    with Session(world.engine) as s:
+        named = s.get(SiteSafeguarding, world.north)
+        assert (named.allegations_user_id, named.escalate_after_minutes) == (world.users["dsl.cora"], 7)
+        assert [(p.position, p.name, p.out_of_hours_phone) for p in notify.on_call_list(s, world.north)] == [
+            (1, "Cora", "07700 900123"), (2, "Dara", "")]
+    # The newly named person now sees staff alerts; the previous one no longer does.
+    staff_alert = world.alert(user="basil", age_band="staff")
+    assert as_user("dsl.cora").get(f"/alerts/{staff_alert}").status_code == 200
+    assert as_user("dsl.amber").get(f"/alerts/{staff_alert}").status_code == 403
+
+
+def test_pupil_chronology_is_audited(as_user, world):
+    from sqlalchemy.orm import Session
+
+    from collector import audit
+    first = world.alert(minutes_ago=300, category="bullying")
+    second = world.alert(minutes_ago=10)
+    c = as_user("dsl.amber")
+    page = c.get(f"/pupil?site={world.north}&user=pupil.one")
+    assert page.status_code == 200 and page.text.index(first) < page.text.index(second)
+    assert first in c.get(f"/alerts/{second}").text  # earlier alerts on the alert page
+    with Session(world.engine) as s:
+        assert [e.actor for e in audit.entries_for(s, f"pupil:{world.north}:pupil.one")] == ["dsl.amber"]
+
+
+def test_acknowledge_link_page(app, world):
+    import secrets
+
+    from collector import audit
+    from collector.accounts import token_hash
+    from collector.notify import set_on_call
+    from collector.store.models_review import Page
+    a = world.alert(severity=5)
+    token = secrets.token_urlsafe(32)
+    with audit.write_session(world.engine) as s:
+        person = set_on_call(s, world.north, [("Amber", "amber@school.invalid", "")])[0]
+        s.add(Page(alert_id=a, on_call_id=person.id, position=1, token_hash=token_hash(token)))
+    c = Browserless(app, world)
+    page = c.get(f"/ack/{token}")
+    assert page.status_code == 200 and "hurt myself" not in page.text
+    assert c.client.post(f"/ack/{token}", data={}).status_code == 403
+    done = c.client.post(f"/ack/{token}", data={"csrf": csrf_of(page.text)})
+    assert done.status_code == 200 and "Acknowledged" in done.text
+    assert c.get("/ack/wrong-token").status_code == 404
+
+
+def test_login_throttle_per_address(app, world):
+    c = Browserless(app, world)
+    csrf = csrf_of(c.get("/login").text)
+    codes = [c.client.post("/login", data={"username": f"nobody{n}", "password": "x", "csrf": csrf}).status_code
+             for n in range(21)]
+    assert codes[:20] == [401] * 20 and codes[20] == 429
