@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from collector import audit
 from collector.context import open_store
 from collector.errors import CollectorError
 from collector.ingest import verify_signature
@@ -77,10 +78,11 @@ def cmd_agents_list(args: argparse.Namespace) -> int:
 
 
 def cmd_agents_revoke(args: argparse.Namespace) -> int:
-    with open_store(args) as (_cfg, engine), Session(engine) as session, session.begin():
+    with open_store(args) as (_cfg, engine), audit.write_session(engine) as session:
         agent = session.get(Agent, args.agent_id)
         if agent is None:
             raise CollectorError(f"no agent with id {args.agent_id!r} (see 'agents list')")
         agent.status = "revoked"
+        audit.append(session, actor="cli", action="agent.revoke", target=agent.id, detail={})
     print(f"agent {args.agent_id} revoked: its certificate is refused from now on")
     return 0

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from collector import audit
 from collector.config import CollectorConfig, load_config
 from collector.errors import CollectorError
 from collector.store.db import is_initialised, make_engine
@@ -25,6 +26,7 @@ def open_store(args: argparse.Namespace) -> Iterator[tuple[CollectorConfig, Engi
             raise CollectorError(f"cannot open the database: {str(exc.orig).strip().splitlines()[0]}") from exc
         if not ready:
             raise CollectorError("the database has no WardWatch schema; run 'init' (or check --db)")
+        audit.use_data_dir(cfg.data_dir)  # every command that writes may have to append to the audit log
         yield cfg, engine
     finally:
         engine.dispose()

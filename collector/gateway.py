@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector import fleet
+from collector import audit, fleet
 from collector.ingest import MAX_BATCH_ITEMS, Rejected, row_values, verify_envelope
 from collector.pki import CollectorPki, CsrError, cert_pem, check_csr, issue_agent_certificate
 from collector.store.alerts import insert_alerts
@@ -129,7 +129,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
 
     def _enrol(self, request: pb.EnrollRequest, csr, identity: ed25519.Ed25519PublicKey):
         agent_id = agent_id_of(identity)
-        with self.sessions.begin() as s:
+        with audit.write_session(self.engine) as s:
             token = redeem_token(s, request.token)
             replaces = self._check_rekey(s, token.token_id, request)
             cert = issue_agent_certificate(self.pki.issuer_key, self.pki.issuer_cert, csr, identity, token.site.name,
@@ -406,8 +406,4 @@ def command_message(row: AgentCommand) -> pb.Command:
 
 
 def _audit(session: Session, action: str, target: str, detail: dict) -> None:
-    try:
-        from collector import audit
-    except ImportError:
-        return
     audit.append(session, actor="gateway", action=action, target=target, detail=detail)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from collector import audit
 from collector.config import CollectorConfig
 from collector.context import open_store
 from collector.errors import CollectorError
@@ -129,7 +130,7 @@ def _find_site(session: Session, name: str | None) -> Site:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     ttl = parse_ttl(args.ttl)
-    with open_store(args) as (cfg, engine), Session(engine) as session, session.begin():
+    with open_store(args) as (cfg, engine), audit.write_session(engine) as session:
         site = _find_site(session, args.site)
         token_id, token = create_token(session, site, ttl, args.uses, args.age_band)
         site_name = site.name
@@ -143,7 +144,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    with open_store(args) as (_cfg, engine), Session(engine) as session, session.begin():
+    with open_store(args) as (_cfg, engine), audit.write_session(engine) as session:
         row = session.get(EnrolmentToken, args.token_id)
         if row is None:
             raise CollectorError(f"no token with id {args.token_id!r} (see 'token list')")
@@ -169,9 +170,4 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def _audit(session: Session, action: str, target: str, detail: dict) -> None:
-    """Record in the audit log when the review console's audit module is present."""
-    try:
-        from collector import audit
-    except ImportError:
-        return
     audit.append(session, actor="cli", action=action, target=target, detail=detail)
