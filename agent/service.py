@@ -195,18 +195,17 @@ class AgentService:
             await self._uplink().stub.AckCommand(pb.CommandResult(command_id=command.id, ok=ok, detail=detail),
                                                  timeout=15)
         if kind == "rekey" and ok:
-            await self._reconnect()
+            await self._adopt_new_identity(command.rekey.reason or "cloned-identity")
         elif kind == "uninstall":
             await self.uninstall()
 
     async def rekey(self, request: pb.Rekey) -> tuple[bool, str]:
-        """Take a new identity (the collector saw this one on two live devices) and say so to the technician."""
-        from agent.alerts import Signer
+        """Enrol a new identity (the collector saw this one on two live devices). The service keeps using the old
+        one until the command is acknowledged over the old channel; then `_adopt_new_identity` switches."""
         from agent.enrol import rekey
 
         if not request.token:
             return False, "a re-key needs a one-time token from the collector"
-        old_id = self.config["agent_id"]
         await self._flush_spool()  # alerts signed by the old identity must go while it is still accepted
         try:
             new_id = await rekey(self.state, request.token)
@@ -214,15 +213,26 @@ class AgentService:
             return False, describe_rpc_error(exc, self.config["address"])
         except AgentError as exc:
             return False, str(exc)
+        return True, f"re-keyed as {new_id}"
+
+    async def _adopt_new_identity(self, reason: str) -> None:
+        from agent.alerts import Signer
+
+        old_id = self.config["agent_id"]
         self.config = self.state.config()
+        new_id = self.config["agent_id"]
+        # Channel and signer change together, with no await between: nothing signed by one identity is sent
+        # over the other's channel (the collector would reject it).
+        old_uplink, self.uplink = self.uplink, Uplink(self.state)
         self.signer = Signer(key=self.state.identity_key(), agent_id=new_id, age_band=self.signer.age_band,
                              bundle_version=self.signer.bundle_version)
         self.instance_id = secrets.token_hex(8)
+        if old_uplink is not None:
+            await old_uplink.close()
         detail = (f"this device presented identity {old_id} at the same time as another live device (a cloned "
                   f"image that was not generalised); it re-keyed as {new_id}")
-        await self.spool_alert_async(coverage_alert(request.reason or "cloned-identity", detail, severity=3))
-        log.warning("re-keyed: agent %s is now %s (%s)", old_id, new_id, request.reason or "requested")
-        return True, f"re-keyed as {new_id}"
+        await self.spool_alert_async(coverage_alert(reason, detail, severity=3))
+        log.warning("re-keyed: agent %s is now %s (%s)", old_id, new_id, reason)
 
     async def uninstall(self) -> None:
         """The collector decommissioned this device: stop for good; `run` then drops identity and spool."""
