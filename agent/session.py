@@ -137,6 +137,17 @@ def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
 # ---------------------------------------------------------------------------------------------- the helper
 
 
+def strongest_per_category(matches) -> list:
+    """One match per category from one stretch of text or one title: "Pornhub - Free Porn Videos" hits two rules
+    but is one thing a reviewer must look at. Keeps the most severe, then the most confident, then the first."""
+    best: dict[str, Any] = {}
+    for match in matches:
+        kept = best.get(match.category)
+        if kept is None or (match.severity, match.confidence) > (kept.severity, kept.confidence):
+            best[match.category] = match
+    return list(best.values())
+
+
 class SessionHelper:
     """Turns key and window events into match messages. Everything here runs on one thread (`run`)."""
 
@@ -228,7 +239,7 @@ class SessionHelper:
         self.report(self.engine.scan(window.title, source="title"), window)
 
     def report(self, matches, window: ActiveWindow | None) -> None:
-        for match in matches or ():
+        for match in strongest_per_category(matches or ()):
             data = dict(match.to_dict())
             data["context"] = getattr(match, "context", data.get("context", ""))
             self.send({"type": "match", "match": data, "context": data["context"],

@@ -105,7 +105,7 @@ def test_the_session_command_with_the_real_engine(desktop, state_dir, tmp_path):
     from agent.detect import Engine
 
     engine = Engine.from_signatures(profile="secondary")
-    expected_title = sorted(m.category for m in engine.scan(PORN_TITLE, source="title"))
+    expected_title = sorted({m.category for m in engine.scan(PORN_TITLE, source="title")})  # one per category
     service = ServiceThread(state_dir / "ipc" / "session.sock").start()
     notes, notes_wid = desktop.xterm("Year 9 English - Notes")
     desktop.activate(notes_wid)

@@ -126,3 +126,18 @@ def test_configuration_from_agent_json(tmp_path, monkeypatch):
     assert resolve_state_dir(tmp_path) == tmp_path
     os.remove(tmp_path / "agent.json")
     assert resolve_state_dir(tmp_path / "nowhere") == tmp_path / "nowhere"
+
+
+def test_one_alert_per_category_for_a_title_that_hits_several_rules():
+    from tests.capture.fake_engine import FakeMatch
+
+    class TwoRuleEngine(FakeEngine):
+        def scan(self, text, source="typed"):
+            return [FakeMatch("pornography", 3, "porn.site", 1.0, "Pornhub", 0, 7, source, text),
+                    FakeMatch("pornography", 3, "porn.words", 0.9, "Porn Videos", 15, 26, source, text),
+                    FakeMatch("profanity", 1, "swear", 1.0, "x", 0, 1, source, text)]
+
+    helper, sent = helper_with(TwoRuleEngine())
+    helper.handle("window", ActiveWindow("Pornhub - Free Porn Videos", "firefox", 1, 1))
+    assert sorted((m["match"]["category"], m["match"]["rule"]) for m in sent) == [
+        ("pornography", "porn.site"), ("profanity", "swear")]
