@@ -155,7 +155,13 @@ class Console:
         """Run one request's work in one writing transaction, turning expected failures into clear pages."""
         try:
             with audit.write_session(self.engine) as db:
-                return work(db)
+                try:
+                    return work(db)
+                except PageError as exc:
+                    # A refusal page is an outcome, not a failure: its audit entry (say, a refused view) is kept.
+                    # Review decisions never raise PageError after writing; they raise ReviewRefused and roll back.
+                    refusal = exc
+            return self.message(request, refusal.status, refusal.title, refusal.message, refusal.back)
         except LoginRequired:
             response = RedirectResponse("/login", status_code=303)
             response.delete_cookie(sessions.SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -245,7 +251,10 @@ class Console:
             try:
                 user = accounts.check_password(db, form.get("username", ""), form.get("password", ""))
             except accounts.LoginRefused as exc:
-                audit.append(db, form.get("username", "")[:64] or "-", "login.failed", "console", {})
+                # Only a real account name is recorded: people type passwords into the name box by mistake.
+                typed = form.get("username", "").strip()[:64]
+                known = db.scalar(select(User.id).where(User.username == typed)) is not None
+                audit.append(db, typed if known else "unknown-account", "login.failed", "console", {})
                 return self.render(request, "login.html", status=401, csrf=token, error=str(exc))
             cookie = sessions.start(db, user, sessions.PASSWORD_ONLY)
             response = RedirectResponse("/login/code", status_code=303)
@@ -376,6 +385,8 @@ class Console:
                             category=q.get("category", "")[:32], site_id=_form_int(q.get("site")),
                             device=q.get("device", "")[:255].strip(), pupil=q.get("pupil", "")[:255].strip())
             rows = reviewing.visible_alerts(db, user, f)
+            # The queue shows pupils' names and categories: that is a view of alert content too.
+            audit.append(db, user.username, "queue.view", "queue", {"shown": len(rows), "state": f.state})
             return self.render(request, "queue.html", user=user, csrf=ws.csrf_token, alerts=rows, f=f,
                                sites=sorted(user.sites, key=lambda s: s.name), categories=present.CATEGORIES,
                                outcomes=reviewing.outcomes_by_alert(db, [a.id for a in rows]))
@@ -500,7 +511,7 @@ class Console:
             rows = reviewing.chronology(db, user, site_id, name)
             if not rows:
                 raise PageError(404, "Nothing to show", "You have no alerts to see for this person at this site.")
-            audit.append(db, user.username, "pupil.view", f"pupil:{site_id}:{name}", {"alerts": len(rows)})
+            audit.append(db, user.username, "pupil.view", reviewing.pupil_ref(site_id, name), {"alerts": len(rows)})
             return self.render(request, "pupil.html", user=user, csrf=ws.csrf_token, alerts=rows, pupil=name,
                                site=db.get(Site, site_id), outcomes=reviewing.outcomes_by_alert(
                                    db, [a.id for a in rows]))

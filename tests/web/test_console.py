@@ -90,6 +90,12 @@ def test_technician_and_governor_get_403_on_alert_pages(as_user, world):
         assert c.get(f"/pupil?site={world.north}&user=pupil.one").status_code in (403, 404)
         if username == "tech.evan":
             assert c.get("/queue").status_code == 403
+    from sqlalchemy.orm import Session
+
+    from collector import audit
+    with Session(world.engine) as s:
+        refused = [e.actor for e in audit.entries_for(s, f"alert:{a}") if e.action == "alert.view_refused"]
+    assert refused == ["tech.evan", "gov.fern"]
 
 
 def test_csam_page_never_contains_content(as_user, world):
@@ -158,6 +164,7 @@ def test_pupil_chronology_is_audited(as_user, world):
     from sqlalchemy.orm import Session
 
     from collector import audit
+    from collector.web import reviewing
     first = world.alert(minutes_ago=300, category="bullying")
     second = world.alert(minutes_ago=10)
     c = as_user("dsl.amber")
@@ -165,7 +172,8 @@ def test_pupil_chronology_is_audited(as_user, world):
     assert page.status_code == 200 and page.text.index(first) < page.text.index(second)
     assert first in c.get(f"/alerts/{second}").text  # earlier alerts on the alert page
     with Session(world.engine) as s:
-        assert [e.actor for e in audit.entries_for(s, f"pupil:{world.north}:pupil.one")] == ["dsl.amber"]
+        views = audit.entries_for(s, reviewing.pupil_ref(world.north, "pupil.one"))
+        assert [e.actor for e in views] == ["dsl.amber"] and "pupil.one" not in views[0].target
 
 
 def test_acknowledge_link_page(app, world):
