@@ -70,9 +70,10 @@ class Library:
 
 
 def has_matchable_text(phrase: str) -> bool:
-    """True if the phrase keeps at least one letter or digit after Unicode folding (what the engine matches on)."""
+    """True if the phrase keeps something the engine matches on: a letter, a digit, or a non-ASCII currency sign or
+    emoji (each a word of its own, see agent/detect/normalise.py). Other punctuation only separates words."""
     folded = unicodedata.normalize("NFKC", phrase).casefold()
-    return any(c.isalnum() for c in folded)
+    return any(c.isalnum() or (not c.isascii() and unicodedata.category(c) in ("Sc", "So")) for c in folded)
 
 
 @dataclass

@@ -156,13 +156,23 @@ class CompiledLibrary:
         return self._most_specific(_best_per_rule(hits))
 
     def _most_specific(self, hits: list[Hit]) -> list[Hit]:
-        """Drop a hit lying inside a longer hit of another rule at least as severe: "kill myself" is not violence."""
+        """Drop a hit lying inside a longer hit that says more: of its own category and at least as severe ("self
+        harm" inside "i have been self harming"), or of another category and more severe ("kill" inside "kill
+        myself" is not violence). Equally severe hits of different categories both stay: "you're a retard" is
+        bullying and discrimination."""
         if len(hits) < 2:
             return hits
         rules = self.rules
-        return [h for h in hits if not any(
-            o.rule != h.rule and o.start <= h.start and h.end <= o.end and o.end - o.start > h.end - h.start
-            and rules[o.rule].severity >= rules[h.rule].severity for o in hits)]
+
+        def supersedes(outer: Hit, inner: Hit) -> bool:
+            if outer.rule == inner.rule or not (outer.start <= inner.start and inner.end <= outer.end):
+                return False
+            if outer.end - outer.start <= inner.end - inner.start:
+                return False
+            o, i = rules[outer.rule], rules[inner.rule]
+            return o.severity >= i.severity if o.category == i.category else o.severity > i.severity
+
+        return [h for h in hits if not any(supersedes(o, h) for o in hits)]
 
     def _match(self, folded: Folded, forms: tuple[int, ...], final: bool, confidence: float,
                substring_only: bool = False) -> list[Hit]:

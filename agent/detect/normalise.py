@@ -54,6 +54,11 @@ class Folded:
     elongated: frozenset[int] = frozenset()
 
 
+def is_standalone_symbol(c: str) -> bool:
+    """Currency signs and emoji (💊, 🔪): matchable, each a word by itself. ASCII "$" stays a leet letter."""
+    return not c.isascii() and unicodedata.category(c) in ("Sc", "So")
+
+
 def is_word_char(c: str) -> bool:
     return c != " " and c not in LEET_SYMBOLS
 
@@ -70,7 +75,10 @@ def _fold_char_uncached(ch: str) -> tuple[tuple[tuple[str, int], ...], bool, boo
     pieces: list[tuple[str, int]] = []
     disguised = False
     for c in folded:
-        if c in CONFUSABLES:
+        if is_standalone_symbol(c):
+            # "£10" and "bet £5" carry meaning in the symbol: it becomes a word of its own, "£ 10"
+            pieces.extend(((" ", _SPACE), (c, _WORD), (" ", _SPACE)))
+        elif c in CONFUSABLES:
             pieces.extend((x, _WORD) for x in CONFUSABLES[c])
             disguised = True
         elif unicodedata.category(c).startswith("M"):

@@ -191,3 +191,28 @@ def test_a_band_without_rules_scans_to_nothing():
     kb = engine.keystroke_buffer()
     assert [m for ch in "x y " for m in kb.feed(ch)] + kb.flush() == []
     assert rules(Engine.from_library(library, profile="staff").scan("x y")) == ["suicide.staff-only"]
+
+
+def test_symbol_phrases_match_as_whole_words(library_copy):
+    (library_copy / "gambling.toml").write_text(
+        '[library]\ncategory = "gambling"\nschema = 1\n\n[[rule]]\nid = "gambling.wager"\nphrases = ["wager"]\n'
+        'severity = 2\ncontext = { any = ["£", "odds"], within = 4 }\nnote = "test"\n\n'
+        '[[rule]]\nid = "gambling.pills-emoji"\nphrases = ["💊 for sale"]\nseverity = 2\nnote = "test"\n')
+    engine = Engine.from_signatures(library_copy)
+    assert rules(engine.scan("wager £20 on it")) == ["gambling.wager"]
+    assert engine.scan("a wager of honour") == []
+    assert rules(engine.scan("💊💊 for sale")) == ["gambling.pills-emoji"]
+
+
+def test_a_longer_hit_supersedes_a_contained_one_only_when_it_says_more(library_copy):
+    (library_copy / "discrimination.toml").write_text(
+        '[library]\ncategory = "discrimination"\nschema = 1\n\n[[rule]]\nid = "discrimination.slur"\n'
+        'phrases = ["slurword"]\nseverity = 2\nnote = "test"\n')
+    (library_copy / "bullying.toml").write_text(
+        '[library]\ncategory = "bullying"\nschema = 1\n\n[[rule]]\nid = "bullying.directed"\n'
+        'phrases = ["you are a slurword"]\nseverity = 2\nnote = "test"\n')
+    engine = Engine.from_signatures(library_copy)
+    # equally severe, different categories: both are reported
+    assert rules(engine.scan("you are a slurword")) == ["bullying.directed", "discrimination.slur"]
+    # more severe, other category: "kill" (violence, 3) inside "kill myself" (suicide, 4) is dropped
+    assert rules(engine.scan("i will kill myself")) == ["suicide.suicide"]

@@ -122,3 +122,14 @@ def test_confusables_table_maps_non_latin_lookalikes_to_ascii_letters():
     for source, latin in CONFUSABLES.items():
         assert not source.isascii() and latin.isascii() and latin.isalpha(), source
         assert fold(source).text == latin
+
+
+def test_currency_signs_and_emoji_are_words_of_their_own():
+    assert fold("bet £10 now").text == "bet £ 10 now"
+    assert phrase_key("bet £10") == phrase_key("bet £ 10") == "bet £ 10"
+    text = "got 💊️ for u"
+    folded = fold(text)
+    assert folded.text == "got 💊 for u"
+    i = folded.text.index("💊")
+    assert text[folded.starts[i]:folded.ends[i]] == "💊"
+    assert fold("$uicide").text == "$uicide"  # ASCII $ stays a leet letter, not a currency word
