@@ -10,12 +10,17 @@ from sqlalchemy.orm import Session
 
 from collector import audit
 from collector.context import open_store
+from collector.errors import CollectorError
 from collector.store.models_review import AuditEntry
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     with open_store(args) as (cfg, engine), Session(engine) as session:
-        public_key = audit.load_or_create_key(audit.audit_key_path(cfg.data_dir)).public_key()
+        key_path = audit.audit_key_path(cfg.data_dir)
+        if not key_path.exists():
+            # A new key would make every entry look forged; say what is really wrong instead.
+            raise CollectorError(f"the audit signing key {key_path} is missing; restore it from backup")
+        public_key = audit.load_or_create_key(key_path).public_key()
         result = audit.verify(session, public_key)
     if result.ok:
         print(f"audit log intact: {result.checked} entries, hash chain and signatures verified")

@@ -203,3 +203,25 @@ def test_login_throttle_per_address(app, world):
     codes = [c.client.post("/login", data={"username": f"nobody{n}", "password": "x", "csrf": csrf}).status_code
              for n in range(21)]
     assert codes[:20] == [401] * 20 and codes[20] == 429
+
+
+def test_two_people_confirming_at_once_over_http(as_user, world):
+    import threading
+    a = world.alert()
+    amber = as_user("dsl.amber")
+    amber.post(f"/alerts/{a}/assess", {**ASSESS, "version": "0"})
+    reviewers = [as_user("dsl.basil"), as_user("dsl.cora")]
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def confirm(c):
+        barrier.wait()
+        statuses.append(c.post(f"/alerts/{a}/confirm", {"version": "1"}).status_code)
+
+    threads = [threading.Thread(target=confirm, args=(c,)) for c in reviewers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [303, 409]
+    assert world.state(a) == (rules.CLOSED, 2)
