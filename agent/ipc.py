@@ -8,7 +8,6 @@ helper keeps every message until it is acknowledged. Who sent a message is what 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -25,7 +24,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("wardwatch.ipc")
 
@@ -96,15 +98,20 @@ def parse_message(line: bytes) -> dict[str, Any]:
 
 
 class MatchServer:
-    """Accepts session helpers on a Unix socket; calls `on_message(message, peer)` and acks once it returns."""
+    """Accepts session helpers on a Unix socket; calls `on_message(message, peer)` and acks once it returns.
+
+    asyncio is imported where it is used: the session helper imports this module too, and asyncio (with ssl) would
+    add some 8 MB to every logged-in user's helper for a server it never runs."""
 
     def __init__(self, socket_path: Path, on_message: Callable[[dict, PeerCred], Awaitable[None]]):
         self.socket_path = Path(socket_path)
         self.on_message = on_message
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
 
     async def start(self) -> None:
+        import asyncio
+
         self.socket_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         # A socket left by a service that died would make bind fail; only a socket may be removed, never a file.
         with contextlib.suppress(FileNotFoundError):
@@ -116,6 +123,8 @@ class MatchServer:
         os.chmod(self.socket_path, 0o666)
 
     async def close(self) -> None:
+        import asyncio
+
         if self._server is None:
             return
         self._server.close()
@@ -128,6 +137,8 @@ class MatchServer:
             self.socket_path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import asyncio
+
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
@@ -148,6 +159,8 @@ class MatchServer:
                 await writer.wait_closed()
 
     async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: PeerCred) -> None:
+        import asyncio
+
         while True:
             try:
                 line = await reader.readuntil(b"\n")
