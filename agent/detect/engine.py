@@ -7,21 +7,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from agent.detect.match import Match, context_window
-from agent.detect.matcher import CompiledLibrary, Hit
+from agent.detect.keystrokes import KeystrokeBuffer
+from agent.detect.match import Match, make_match
+from agent.detect.matcher import CompiledLibrary
 from signatures.bundle import load_signed_file
 from signatures.loader import default_signatures_dir, load_library
 from signatures.schema import Library
 
 SOURCES = ("typed", "title", "deleted")
-
-
-def make_match(compiled: CompiledLibrary, hit: Hit, text: str, source: str, shift: int = 0) -> Match:
-    """A Match for a hit found in `text`; `shift` moves its offsets into the caller's (larger) text."""
-    rule = compiled.rules[hit.rule]
-    return Match(category=rule.category, severity=rule.severity, rule=rule.id, confidence=hit.confidence,
-                 matched=text[hit.start:hit.end], start=hit.start + shift, end=hit.end + shift, source=source,
-                 context=context_window(text, hit.start, hit.end))
 
 
 class Engine:
@@ -65,9 +58,8 @@ class Engine:
         compiled = self._compiled
         return [make_match(compiled, h, text, source) for h in compiled.find(text, final=True)]
 
-    def keystroke_buffer(self):
-        from agent.detect.keystrokes import KeystrokeBuffer
-
+    def keystroke_buffer(self) -> KeystrokeBuffer:
+        """A composed-buffer keystroke model bound to this engine (and to whatever library it swaps in later)."""
         return KeystrokeBuffer(self)
 
     def swap_library(self, other: Engine | Library | CompiledLibrary) -> None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.detect.engine import make_match
-from agent.detect.match import Match
+from agent.detect.match import Match, make_match
 
 if TYPE_CHECKING:
     from agent.detect.engine import Engine

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.detect.matcher import CompiledLibrary, Hit
 
 CONTEXT_CHARS = 60
 
@@ -50,3 +53,11 @@ class Match:
         return {"category": self.category, "severity": self.severity, "rule": self.rule,
                 "confidence": round(self.confidence, 2), "matched": self.matched, "start": self.start,
                 "end": self.end, "source": self.source}
+
+
+def make_match(compiled: CompiledLibrary, hit: Hit, text: str, source: str, shift: int = 0) -> Match:
+    """A Match for a hit found in `text`; `shift` moves its offsets into the caller's (larger) text."""
+    rule = compiled.rules[hit.rule]
+    return Match(category=rule.category, severity=rule.severity, rule=rule.id, confidence=hit.confidence,
+                 matched=text[hit.start:hit.end], start=hit.start + shift, end=hit.end + shift, source=source,
+                 context=context_window(text, hit.start, hit.end))
