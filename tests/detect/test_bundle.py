@@ -47,13 +47,17 @@ def test_build_is_deterministic_and_round_trips_every_rule(bundle_key):
     assert sorted(library.allow) == sorted(original.allow)
 
 
-def test_public_key_may_be_pem_or_raw(bundle_key):
+def test_public_key_may_be_pem_der_or_raw(bundle_key):
     bundle = build_bundle(FIXTURE_LIBRARY, "v1")
     signature = sign_bundle(bundle, bundle_key)
     public = bundle_key.public_key()
     pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert verify_bundle(bundle, signature, pem).version == verify_bundle(bundle, signature, raw).version == "v1"
+    assert verify_bundle(bundle, signature, der).version == "v1"  # as enrolment hands it to the agent
+    with pytest.raises(BundleError, match="not a valid"):
+        verify_bundle(bundle, signature, b"garbage key bytes")
 
 
 def test_wrong_key_tampered_bundle_and_missing_signature_are_refused(bundle_key):
