@@ -88,7 +88,15 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as exc:
+            # Caught here, not left to the server: its traceback would print the exception's message, and a
+            # database error's message carries the statement's parameters (review reasons, pupil names).
+            # The transaction was rolled back, so nothing is half-saved.
+            log.error("console error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+            response = console.message(request, 500, "Something went wrong",
+                                       "Nothing was saved. Try again; if it keeps happening, tell your administrator.")
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if not request.url.path.startswith("/static/"):
@@ -103,13 +111,6 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, _exc: RequestValidationError):
         return console.message(request, 400, "Bad request", "The request was not understood.")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        # The transaction was rolled back, so nothing is half-saved. Never echo the exception: it may hold content.
-        log.error("console error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-        return console.message(request, 500, "Something went wrong",
-                               "Nothing was saved. Try again; if it keeps happening, tell your administrator.")
 
     console.add_routes(app)
     return app

@@ -225,3 +225,16 @@ def test_two_people_confirming_at_once_over_http(as_user, world):
         t.join(60)
     assert sorted(statuses) == [303, 409]
     assert world.state(a) == (rules.CLOSED, 2)
+
+
+def test_an_internal_error_is_a_plain_page_without_details(as_user, world, monkeypatch, caplog):
+    from collector.web import reviewing
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("SECRET-DETAIL from the database")
+
+    c = as_user("dsl.amber")
+    monkeypatch.setattr(reviewing, "visible_alerts", broken)
+    r = c.get("/queue")
+    assert r.status_code == 500 and "Nothing was saved" in r.text and "SECRET-DETAIL" not in r.text
+    assert "SECRET-DETAIL" not in caplog.text and "RuntimeError" in caplog.text
