@@ -370,7 +370,9 @@ class AgentService:
         with contextlib.suppress(OSError):
             self._maintenance_path().unlink()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            self._loop.add_signal_handler(sig, self.stopping.set)
+            # Windows has no signal handlers on the loop: there the service host sets `stopping` itself.
+            with contextlib.suppress(NotImplementedError):
+                self._loop.add_signal_handler(sig, self.stopping.set)
         # Leases held by a process that died (SIGKILL mid-send) would delay those alerts; take them back.
         self.spool.release(self.spool.pending_seqs())
         tasks = [asyncio.create_task(c) for c in (self.drain_loop(), self.heartbeat_loop(), self.commands_loop(),
