@@ -360,7 +360,7 @@ def _capture(client, session: SessionType, state_dir: Path, config: dict[str, An
     helper = SessionHelper(engine, client.send, policy, age_band, password_field_focused=password_check_for(session),
                            reload_engine=lambda: load_engine(state_dir, age_band, read_agent_config(state_dir)),
                            bundle_files=BundleFiles(state_dir))
-    watcher = create_window_watcher(session, helper.on_window)
+    watcher = create_window_watcher(session, helper.on_window, on_lost=helper.stop)
     keyboard = KeyboardCapture(helper.on_key)
     started = []
     for name, part, gap in (("window titles", watcher, "window-titles-unavailable"),

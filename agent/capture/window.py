@@ -24,8 +24,9 @@ class WindowWatcher:
     """Calls `callback` from its own thread when the focused window changes and when the focused window's title
     changes (a browser switching tabs keeps its window but changes its title). Backends call `_report`."""
 
-    def __init__(self, callback: WindowCallback):
+    def __init__(self, callback: WindowCallback, on_lost: Callable[[], None] | None = None):
         self._callback = callback
+        self.on_lost = on_lost  # the desktop went away (logout): the helper has nothing left to watch
         self._lock = threading.Lock()
         self._current: ActiveWindow | None = None
 
@@ -50,12 +51,13 @@ class WindowWatcher:
         raise NotImplementedError
 
 
-def create_window_watcher(session: SessionType, callback: WindowCallback) -> WindowWatcher:
+def create_window_watcher(session: SessionType, callback: WindowCallback,
+                          on_lost: Callable[[], None] | None = None) -> WindowWatcher:
     """The backend for `session`; raises OSError with a clear reason when the platform cannot give titles."""
     if session is SessionType.X11:
         from agent.capture.window_x11 import X11WindowWatcher
 
-        return X11WindowWatcher(callback)
+        return X11WindowWatcher(callback, on_lost=on_lost)
     if session is SessionType.WINDOWS:
         from agent.capture.window_windows import WindowsWindowWatcher
 

@@ -8,6 +8,7 @@ import logging
 import os
 import select
 import threading
+from collections.abc import Callable
 
 from agent.capture.window import ActiveWindow, WindowCallback, WindowWatcher
 
@@ -79,8 +80,9 @@ def process_name(pid: int | None) -> str:
 
 
 class X11WindowWatcher(WindowWatcher):
-    def __init__(self, callback: WindowCallback, display_name: str | None = None):
-        super().__init__(callback)
+    def __init__(self, callback: WindowCallback, display_name: str | None = None,
+                 on_lost: Callable[[], None] | None = None):
+        super().__init__(callback, on_lost)
         self.display_name = display_name
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -131,7 +133,9 @@ class X11WindowWatcher(WindowWatcher):
         try:
             self._loop()
         except Exception as exc:  # the display went away (logout): nothing left to watch
-            log.warning("window watcher stopped: %s", type(exc).__name__)
+            log.warning("the X display went away (%s): window watcher stopped", type(exc).__name__)
+            if self.on_lost is not None and not self._stop.is_set():
+                self.on_lost()
         finally:
             with contextlib.suppress(Exception):
                 self._d.close()

@@ -117,6 +117,24 @@ class Desktop:
             proc.wait(10)
 
 
+def start_xvfb() -> tuple[subprocess.Popen, str]:
+    """A new X server on a free display: (process, ":N")."""
+    # Xvfb picks a free display itself (-displayfd): other test runs on this machine have their own servers.
+    # -noreset: by default the server resets when its last client leaves, and a client connecting during that
+    # reset (openbox, right after our readiness probe) is refused.
+    read_fd, write_fd = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-noreset", "-screen", "0", "1280x800x24",
+                             "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            pass_fds=(write_fd,))
+    os.close(write_fd)
+    with os.fdopen(read_fd) as announced:
+        number = announced.readline().strip()
+    if not number:
+        xvfb.kill()
+        pytest.fail("Xvfb did not start")
+    return xvfb, f":{number}"
+
+
 def _release_stopped_listeners(desk: Desktop) -> None:
     """A stopped pynput listener keeps its thread until the next input event; give it one (Shift and a pointer
     nudge, harmless) so that it ends cleanly instead of reporting a closed display once Xvfb is gone."""
@@ -137,20 +155,7 @@ def desktop() -> Iterator[Desktop]:
         if os.environ.get("CI"):
             pytest.fail(f"desktop tests need {', '.join(missing)} (installed by .ci/run)")
         pytest.skip(f"missing {', '.join(missing)}")
-    # Xvfb picks a free display itself (-displayfd): other test runs on this machine have their own servers.
-    # -noreset: by default the server resets when its last client leaves, and a client connecting during that
-    # reset (openbox, right after our readiness probe) is refused.
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-noreset", "-screen", "0", "1280x800x24",
-                             "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            pass_fds=(write_fd,))
-    os.close(write_fd)
-    with os.fdopen(read_fd) as announced:
-        number = announced.readline().strip()
-    if not number:
-        xvfb.kill()
-        pytest.fail("Xvfb did not start")
-    display = f":{number}"
+    xvfb, display = start_xvfb()
     env = {**os.environ, "DISPLAY": display}
     env.pop("WAYLAND_DISPLAY", None)
     env.pop("XDG_SESSION_TYPE", None)

@@ -27,7 +27,8 @@ def test_typed_and_title_alerts_reach_the_collector_and_the_sudo_prompt_never_do
     agent = Agent(tmp_path / "agent")
     helper = None
     try:
-        agent.enroll(collector.token()).start()
+        # The service restarts a helper that stops while its session lives; this test stops it on purpose.
+        agent.enroll(collector.token()).start(env={"WARDWATCH_NO_HELPER_RESTART": "1"})
         wait_for(lambda: (agent.state / "ipc" / "session.sock").exists(), 30, "the service's session socket")
         session_log = tmp_path / "session.log"
         with open(session_log, "wb") as log:

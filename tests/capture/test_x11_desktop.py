@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from agent.capture.keyboard import KeyboardCapture, KeyEvent
 from agent.capture.window import ActiveWindow
 from agent.capture.window_x11 import X11WindowWatcher
-from tests.capture.conftest import wait_for
+from tests.capture.conftest import Desktop, start_xvfb, wait_for
 
 pytestmark = pytest.mark.desktop
 
@@ -99,3 +100,33 @@ def test_a_dead_listener_is_restarted_by_the_supervisor(desktop):
 def test_active_window_is_a_plain_value():
     window = ActiveWindow("t", "xterm", 1, 2)
     assert window == ActiveWindow("t", "xterm", 1, 2)
+
+
+def test_without_a_window_manager_the_input_focus_is_followed_and_logout_is_noticed():
+    """No EWMH window manager (so no _NET_ACTIVE_WINDOW): the watcher follows the input focus instead, walking up
+    to the window that carries the title; when the X server goes away it says so once."""
+    xvfb, display = start_xvfb()
+    desk = Desktop(display, {**os.environ, "DISPLAY": display}, [])
+    lost = threading.Event()
+    seen = Seen()
+    watcher = X11WindowWatcher(seen.add, display_name=display, on_lost=lost.set)
+    try:
+        wait_for(lambda: desk.run("xdotool", "getmouselocation", check=False), 30, "Xvfb")
+        _proc, wid = desk.xterm("Bare display notes")
+        # Without a window manager the xterm maps a moment after it exists; focus it once it is viewable.
+        wait_for(lambda: desk.run("xdotool", "windowfocus", "--sync", str(wid), check=False) is not None
+                 and desk.run("xdotool", "getwindowfocus", check=False).strip() == str(wid), 10, "focus")
+        watcher.start()
+        wait_for(lambda: watcher.current and watcher.current.title == "Bare display notes", 10, "the focused xterm")
+        assert watcher.current.application == "xterm"
+        desk.set_title(wid, "Renamed on a bare display")
+        wait_for(lambda: watcher.current.title == "Renamed on a bare display", 10, "the new title")
+        for proc in desk.procs:
+            desk.close(proc)
+        desk.close(xvfb)
+        wait_for(lost.is_set, 10, "the watcher to notice the display is gone")
+    finally:
+        watcher.stop()
+        for proc in [*desk.procs, xvfb]:
+            if proc.poll() is None:
+                desk.close(proc)
