@@ -14,6 +14,7 @@ from collector import audit
 from collector.context import open_store
 from collector.errors import CollectorError
 from collector.ingest import verify_signature
+from collector.reports.figures import Milestones, review_milestones
 from collector.store.models import Agent, Alert
 
 BATCH = 1000
@@ -25,7 +26,8 @@ def _iso(value: dt.datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
-def alert_json(a: Alert) -> dict:
+def alert_json(a: Alert, review: Milestones | None = None) -> dict:
+    review = review or Milestones()
     return {
         "id": a.id, "agent_id": a.agent_id, "seq": a.seq, "hostname": a.hostname, "user": a.user_name,
         "kind": a.kind, "category": a.category, "severity": a.severity, "rule": a.rule,
@@ -33,6 +35,9 @@ def alert_json(a: Alert) -> dict:
         "window_title": a.window_title, "application": a.application, "details": a.details,
         "created_at": _iso(a.created_at), "received_at": _iso(a.received_at), "state": a.state,
         "signature_ok": a.signature_ok, "site_id": a.site_id, "age_band": a.age_band,
+        # The review milestones the head's reports count by (collector.reports.figures defines them).
+        "first_review_at": _iso(review.first_review_at), "second_review_at": _iso(review.second_review_at),
+        "outcome": review.outcome,
     }
 
 
@@ -41,9 +46,10 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         query = select(Alert).order_by(Alert.received_at, Alert.agent_id, Alert.seq)
         if args.limit:
             query = query.limit(args.limit)
+        reviews = review_milestones(session) if args.json else {}
         for a in session.scalars(query).yield_per(BATCH):
             if args.json:
-                print(json.dumps(alert_json(a), ensure_ascii=False))
+                print(json.dumps(alert_json(a, reviews.get(a.id)), ensure_ascii=False))
             else:
                 print(f"{_iso(a.received_at)[:19]}  {a.state:15} sev {a.severity}  {a.kind:8} "
                       f"{a.category or '-':18} {a.hostname:20} {a.user_name or '-':12} {a.id}")

@@ -128,6 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("username")
     s.set_defaults(func=_handler("collector.accounts_cli:cmd_user_reset"))
 
+    rp = sub.add_parser("report", help="headteacher and governors' reports").add_subparsers(
+        dest="report_cmd", required=True)
+    s = rp.add_parser("weekly", help="the weekly summary for the head and SLT (printed, or e-mailed with --send)")
+    s.add_argument("--send", action="store_true", help="e-mail it through [smtp] in config.toml")
+    s.add_argument("--to", action="append", default=[],
+                   help="recipient address (repeatable; default: headteacher and DSL accounts, [reports] weekly_to)")
+    s.add_argument("--week-of", default=None, help="any date in the week to report (default: last full week)")
+    s.set_defaults(func=_handler("collector.reports.cli:cmd_report_weekly"))
+    s = rp.add_parser("governors", help="the termly governors' report, HTML and PDF, aggregate figures only")
+    s.add_argument("--term", required=True, choices=["autumn", "spring", "summer"])
+    s.add_argument("--year", type=int, required=True)
+    s.add_argument("--out", type=Path, required=True, help="directory to write the HTML and PDF into")
+    s.add_argument("--site", action="append", default=[], help="only this site (repeatable; default: all)")
+    s.set_defaults(func=_handler("collector.reports.cli:cmd_report_governors"))
+    s = rp.add_parser("devices", help="per-device figures for a period (default: the last 30 days)")
+    s.add_argument("--json", action="store_true", help="one JSON object per device")
+    s.add_argument("--from", dest="start", default=None, help="first day, YYYY-MM-DD")
+    s.add_argument("--until", default=None, help="last day, YYYY-MM-DD (default: today)")
+    s.add_argument("--site", action="append", default=[], help="only this site (repeatable; default: all)")
+    s.set_defaults(func=_handler("collector.reports.cli:cmd_report_devices"))
+
     au = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(dest="audit_cmd", required=True)
     s = au.add_parser("verify", help="check the whole hash chain and its signatures")
     s.set_defaults(func=_handler("collector.audit_cli:cmd_audit_verify"))

@@ -1,0 +1,27 @@
+import json
+
+import pytest
+
+from collector.cli import main
+from tests.reports.seed import seed_store
+
+
+@pytest.fixture
+def seeded(store_engine, db_url, tmp_path):
+    return seed_store(store_engine, tmp_path / "data", db_url)
+
+
+@pytest.fixture
+def cli(seeded, capsys):
+    """Run a `wardwatch-collector` command in this process against the seeded store; returns (exit code, stdout)."""
+
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["--data", str(seeded.data_dir), "--db", seeded.db_url, *args])
+        return code, capsys.readouterr().out
+
+    return run
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
