@@ -103,12 +103,16 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
         await asyncio.sleep(max(0.0, start_at - time.time()) + index / ramp_per_s)
         channel = secure_channel(address, ca_pem, a["tls_key"].encode(), a["cert"].encode())
         stub = pb_grpc.AgentGatewayStub(channel)
-        tasks = [asyncio.create_task(hold_commands(stub)), asyncio.create_task(heartbeats(stub))]
-        if a["agent_id"] in uploaders:
-            tasks.append(asyncio.create_task(upload(stub, a)))
+        background = [asyncio.create_task(hold_commands(stub)), asyncio.create_task(heartbeats(stub))]
         try:
-            await asyncio.gather(*tasks)
+            if a["agent_id"] in uploaders:
+                await upload(stub, a)  # returns once everything it generated is acked
+            else:
+                await stop_generating.wait()
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await channel.close()
 
     async def hold_commands(stub) -> None:
@@ -123,6 +127,8 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
                     pass
             except grpc.RpcError:
                 stats["errors"] += 1
+            except asyncio.CancelledError:
+                raise
             finally:
                 if connected:
                     stats["connected"] -= 1
@@ -193,8 +199,8 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
 
     tasks = [asyncio.create_task(agent_task(i, a)) for i, a in enumerate(shard)]
     stopper_task = asyncio.create_task(stopper())
-    # Uploaders finish when their queues are empty; holders and heartbeats end with stop_generating.
-    done, pending_tasks = await asyncio.wait(tasks, timeout=duration + 240 + len(shard) / ramp_per_s)
+    # Uploaders finish when everything they generated is acked; the others end with stop_generating.
+    done, pending_tasks = await asyncio.wait(tasks, timeout=duration + 120 + len(shard) / ramp_per_s)
     stats["unacked"] = len(pending_tasks)
     for t in pending_tasks:
         t.cancel()
@@ -363,7 +369,7 @@ def main() -> int:
         "lost": generated - stored_rows,
         "duplicated": doubled + max(0, stored_keys_total - stored_rows),
         "errors": sum(s["errors"] for s in shard_stats),
-        "unfinished_agents": sum(s["unacked"] for s in shard_stats),
+        "uploaders_not_drained": sum(s["unacked"] for s in shard_stats),
         "replica_killed": killed is not None,
         "collector_rss_mb": round(peak_rss, 1),
         "collector_cpu_pct": round(cpu_pct, 1),
