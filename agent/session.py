@@ -112,6 +112,23 @@ def packaged_signatures_dir() -> Path:
     return Path(signatures.__file__).resolve().parent
 
 
+def load_bundle_engine(files: BundleFiles, public_key_der: bytes, profile: str):
+    """The service's bundle, verified with the site's bundle key. The service keeps the bundle and its signature as
+    two files; a bundle packed with its signature (signatures/build's format) is accepted too."""
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    from agent.detect import Engine
+    from signatures.bundle import SIGNED_MAGIC, unpack_signed, verify_bundle
+
+    data = files.bundle.read_bytes()
+    if data.startswith(SIGNED_MAGIC):
+        bundle, signature = unpack_signed(data)
+    else:
+        bundle, signature = data, files.signature.read_bytes()
+    library = verify_bundle(bundle, signature, load_der_public_key(public_key_der))
+    return Engine.from_library(library, profile=profile)
+
+
 def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
     """The service's verified bundle if there is one, else the libraries shipped in the package."""
     from agent.detect import Engine
@@ -120,11 +137,8 @@ def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
     key_b64 = config.get("bundle_public_key")
     if files.bundle.exists() and key_b64:
         try:
-            from cryptography.hazmat.primitives.serialization import load_der_public_key
-
-            public_key = load_der_public_key(base64.b64decode(key_b64))
-            engine = Engine.from_bundle(files.bundle, public_key, profile=profile)
-            log.info("keyword bundle %s loaded (%s)", getattr(engine, "version", "?"), profile)
+            engine = load_bundle_engine(files, base64.b64decode(key_b64), profile)
+            log.info("keyword bundle %s loaded (%s)", engine.version, profile)
             return engine
         except Exception as exc:
             log.error("the service's keyword bundle could not be used (%s: %s); using the built-in libraries",

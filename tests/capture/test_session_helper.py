@@ -141,3 +141,40 @@ def test_one_alert_per_category_for_a_title_that_hits_several_rules():
     helper.handle("window", ActiveWindow("Pornhub - Free Porn Videos", "firefox", 1, 1))
     assert sorted((m["match"]["category"], m["match"]["rule"]) for m in sent) == [
         ("pornography", "porn.site"), ("profanity", "swear")]
+
+
+def write_bundle(state_dir, version: str, packed: bool = False, tamper: bool = False):
+    """A real signed bundle of the shipped libraries where the service keeps it; returns agent.json's values."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from agent.session import packaged_signatures_dir
+    from signatures.bundle import build_bundle, pack_signed, sign_bundle
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    bundle = build_bundle(packaged_signatures_dir(), version)
+    signature = sign_bundle(bundle, key)
+    if tamper:
+        bundle = bundle[:-1] + bytes([bundle[-1] ^ 1])
+    folder = state_dir / "bundle"
+    folder.mkdir(exist_ok=True)
+    (folder / "current.wwb").write_bytes(pack_signed(bundle, signature) if packed else bundle)
+    (folder / "current.sig").write_bytes(signature)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"bundle_public_key": base64.b64encode(der).decode(), "age_band": "secondary"}
+
+
+def test_the_helper_runs_the_services_verified_bundle_and_refuses_a_tampered_one(tmp_path, caplog):
+    from agent.session import load_engine
+
+    for packed in (False, True):
+        config = write_bundle(tmp_path, f"2026.11.{int(packed)}", packed=packed)
+        engine = load_engine(tmp_path, "secondary", config)
+        assert engine.version == f"2026.11.{int(packed)}"
+        assert "suicide" in {m.category for m in engine.scan("i want to kill myself")}
+    config = write_bundle(tmp_path, "2026.11.9", tamper=True)
+    engine = load_engine(tmp_path, "secondary", config)
+    assert engine.version != "2026.11.9"  # the built-in libraries, not the tampered bundle
+    assert "could not be used" in caplog.text
