@@ -11,6 +11,7 @@ from sqlalchemy import select
 from collector.config import default_db_url, load_config, write_config
 from collector.errors import CollectorError
 from collector.pki import PkiPaths, create_pki
+from collector.protect import keys as content_keys
 from collector.store.db import make_engine, migrate, session_factory
 from collector.store.models import Site
 
@@ -24,6 +25,7 @@ def initialise(data_dir: Path, db_url: str | None, site: str, sans: list[str]) -
     os.chmod(data_dir, 0o700)
     create_pki(pki, sans)
     write_config(data_dir, db_url)
+    content_keys.use_data_dir(data_dir)  # makes <data>/keys/content.key (0600) unless WARDWATCH_CONTENT_KEY is set
     engine = make_engine(db_url or default_db_url(data_dir))
     try:
         migrate(engine)

@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import JSON
 
+from collector.protect.types import EncryptedBytes, EncryptedJSON, EncryptedText
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -115,19 +117,22 @@ class Alert(Base):
     hostname: Mapped[str] = mapped_column(String(255), default="")
     user_name: Mapped[str] = mapped_column(String(255), default="")
     age_band: Mapped[str] = mapped_column(String(16), default="")
-    # Alert content: what a DSL reviews. Never logged.
-    matched: Mapped[str] = mapped_column(Text, default="")
-    context: Mapped[str] = mapped_column(Text, default="")
-    window_title: Mapped[str] = mapped_column(Text, default="")
-    application: Mapped[str] = mapped_column(String(255), default="")
-    details: Mapped[dict] = mapped_column(JSON, default=dict)  # usb / coverage / dropped details
+    # Alert content: what a DSL reviews. Never logged; encrypted at rest, each value bound to this row.
+    matched: Mapped[str] = mapped_column(EncryptedText("alerts.matched"), default="")
+    context: Mapped[str] = mapped_column(EncryptedText("alerts.context"), default="")
+    window_title: Mapped[str] = mapped_column(EncryptedText("alerts.window_title"), default="")
+    application: Mapped[str] = mapped_column(EncryptedText("alerts.application"), default="")
+    # usb / coverage / dropped details: device serials and names can identify a person, so sealed as well.
+    details: Mapped[dict] = mapped_column(EncryptedJSON("alerts.details"), default=dict)
     bundle_version: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime]  # as stated by the agent (signed)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     state: Mapped[str] = mapped_column(String(24), default="new")
     # Bumped by every review step; a decision is written only WHERE version = the version the reviewer saw.
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # The signed evidence holds the same content as the columns above, so it is sealed too; the signature is
+    # checked over the decrypted bytes, which are the agent's bytes exactly.
+    payload: Mapped[bytes] = mapped_column(EncryptedBytes("alerts.payload"))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     signature_ok: Mapped[bool] = mapped_column(Boolean, default=True)
 

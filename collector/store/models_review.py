@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from collector.protect.types import EncryptedText
 from collector.store.models import Base, Site, utcnow
 
 
@@ -95,7 +96,8 @@ class Review(Base):
     involved: Mapped[str] = mapped_column(String(24), default="")
     nature: Mapped[str] = mapped_column(String(24), default="")
     outcome: Mapped[str] = mapped_column(String(32), default="")
-    reason: Mapped[str] = mapped_column(Text, default="")
+    # A reviewer's reasons describe the pupil's circumstances: sealed like alert content, bound to the alert.
+    reason: Mapped[str] = mapped_column(EncryptedText("reviews.reason", row_key="alert_id"), default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     reviewer: Mapped[User] = relationship(lazy="joined")

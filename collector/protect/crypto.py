@@ -1,0 +1,58 @@
+"""Sealing one value of one column of one row with AES-256-GCM. No I/O.
+
+Stored form: version (1 byte) | key id (4) | row key length (2, big-endian) | row key (UTF-8) | nonce (12) |
+ciphertext with its 16-byte tag. The additional authenticated data names the table, the column and the row, so a
+ciphertext moved to another column or another row no longer matches what the reader expects (see types.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from collector.protect.keys import KEY_ID_BYTES, ContentKeyError, KeyRing
+
+FORMAT_VERSION = 1
+NONCE_BYTES = 12
+_HEADER = 1 + KEY_ID_BYTES + 2
+
+
+def aad(column: str, row_key: str) -> bytes:
+    return b"wardwatch-content/v1\0" + column.encode() + b"\0" + row_key.encode()
+
+
+def seal(ring: KeyRing, plaintext: bytes, column: str, row_key: str) -> bytes:
+    key_id, key = ring.current_key()
+    row = row_key.encode()
+    if len(row) > 0xFFFF:
+        raise ValueError("row key too long")
+    nonce = os.urandom(NONCE_BYTES)  # random 96-bit nonces: safe far beyond the 2^32 messages one key will see
+    sealed = AESGCM(key).encrypt(nonce, plaintext, aad(column, row_key))
+    return bytes([FORMAT_VERSION]) + key_id + len(row).to_bytes(2, "big") + row + nonce + sealed
+
+
+def key_id_in(blob: bytes) -> bytes:
+    """The id of the key a stored value was sealed with (for rotation: which rows still need re-encrypting)."""
+    return bytes(blob[1:1 + KEY_ID_BYTES])
+
+
+def unseal(ring: KeyRing, blob: bytes, column: str) -> tuple[bytes, str]:
+    """The plaintext and the row key it was sealed for. Raises ContentKeyError, never returns garbage."""
+    if len(blob) < _HEADER or blob[0] != FORMAT_VERSION:
+        raise ContentKeyError(f"{column} holds a value that is not WardWatch ciphertext (unencrypted or damaged)")
+    key_id = bytes(blob[1:1 + KEY_ID_BYTES])
+    row_len = int.from_bytes(blob[1 + KEY_ID_BYTES:_HEADER], "big")
+    row_end = _HEADER + row_len
+    if len(blob) < row_end + NONCE_BYTES + 16:
+        raise ContentKeyError(f"{column} holds a truncated ciphertext")
+    row_key = bytes(blob[_HEADER:row_end]).decode("utf-8", "replace")
+    nonce = bytes(blob[row_end:row_end + NONCE_BYTES])
+    try:
+        plaintext = AESGCM(ring.key(key_id)).decrypt(nonce, bytes(blob[row_end + NONCE_BYTES:]),
+                                                     aad(column, row_key))
+    except InvalidTag:
+        raise ContentKeyError(f"{column} of row {row_key} does not decrypt: the ciphertext was altered or moved, "
+                              "or the key is wrong") from None
+    return plaintext, row_key
