@@ -168,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations narrate every plugin at INFO
     try:
         return int(args.func(args) or 0)
     except CollectorError as exc:

@@ -84,6 +84,10 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
     port = _bind(server, listen, mtls, "--listen")
     enrol_port = _bind(server, enrol_listen, enrol_tls, "--enrol-listen")
     await server.start()
+    endpoints = {"listen": f"{_host(listen)}:{port}", "enrol": f"{_host(enrol_listen)}:{enrol_port}",
+                 "web": "", "pid": os.getpid()}
+    if web_listen is not None:  # the first (or only) worker publishes where it is, as soon as agents can enrol
+        _publish(cfg, endpoints)
 
     web_task = None
     web_url = ""
@@ -91,13 +95,8 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
     if app is not None:
         web_task, web_url = await _start_web(app, cfg, web_listen)
 
-    if web_listen is not None:  # the first (or only) worker publishes where it is
-        endpoints = {"listen": f"{_host(listen)}:{port}", "enrol": f"{_host(enrol_listen)}:{enrol_port}",
-                     "web": web_url, "pid": os.getpid()}
-        cfg.run_dir.mkdir(exist_ok=True)
-        tmp = cfg.endpoints_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(endpoints))
-        tmp.replace(cfg.endpoints_file)
+    if web_listen is not None:
+        _publish(cfg, endpoints | {"web": web_url})
         print(f"WardWatch collector serving agents on {endpoints['listen']} (mTLS), enrolment on "
               f"{endpoints['enrol']}" + (f", console at {web_url}" if web_url else ""), flush=True)
 
@@ -115,6 +114,14 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
     if web_listen is not None:
         with contextlib.suppress(OSError):
             cfg.endpoints_file.unlink()
+
+
+def _publish(cfg: CollectorConfig, endpoints: dict) -> None:
+    """Write run/endpoints.json atomically: `token create` reads the addresses agents should dial from it."""
+    cfg.run_dir.mkdir(exist_ok=True)
+    tmp = cfg.endpoints_file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(endpoints))
+    tmp.replace(cfg.endpoints_file)
 
 
 def _web_app(cfg: CollectorConfig, engine):
