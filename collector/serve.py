@@ -20,6 +20,7 @@ from collector.context import open_store
 from collector.errors import CollectorError
 from collector.gateway import AgentGateway
 from collector.pki import CollectorPki, PkiPaths
+from collector.protect.schedule import start_retention_schedule
 from protos import wardwatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("wardwatch.serve")
@@ -88,6 +89,7 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
                  "web": "", "pid": os.getpid()}
     if web_listen is not None:  # the first (or only) worker publishes where it is, as soon as agents can enrol
         _publish(cfg, endpoints)
+    start_retention_schedule(cfg, engine)  # daily; with several replicas one runs it (lock + last-run time)
 
     web_task = None
     web_url = ""

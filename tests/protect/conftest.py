@@ -28,7 +28,7 @@ def ring():
 @pytest.fixture
 def school(store_engine, ring, tmp_path):
     """A migrated store with one site and a signing demo agent; returns a function that stores one alert."""
-    audit.use_data_dir(tmp_path / "data")
+    audit_key = audit.use_data_dir(tmp_path / "data")
     key = ed25519.Ed25519PrivateKey.generate()
     with audit.write_session(store_engine) as s:
         site = Site(name="Invented Academy")
@@ -46,6 +46,7 @@ def school(store_engine, ring, tmp_path):
             return a.id
 
     store.key = key
+    store.audit_key = audit_key
     store.site_id = site_id
     return store
 
@@ -80,3 +81,31 @@ def tamper(engine: Engine, sql: str, **params) -> None:
     """Change the database directly, as someone with a copy of it could."""
     with engine.begin() as conn:
         conn.execute(text(sql), params)
+
+
+@pytest.fixture
+def reviewers(store_engine, school):
+    """Two invented DSLs; returns a function that closes an alert with a confirmed outcome, decided days ago."""
+    from collector.store.models import Alert
+    from collector.store.models_review import Review, User
+
+    with audit.write_session(store_engine) as s:
+        first = User(username="dsl.ivy", display_name="Ivy Inventedname", role="dsl", school_login="ivy")
+        second = User(username="dsl.oak", display_name="Oak Madeup", role="deputy-dsl", school_login="oak")
+        s.add_all([first, second])
+        s.flush()
+        ids = (first.id, second.id)
+
+    def close(alert_id: str, outcome: str, days_ago: float = 0, reason: str = "Reviewed with the pupil",
+              involved: str = "child-victim", nature: str = "inappropriate") -> None:
+        at = dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago)
+        escalating = outcome.startswith(("refer-", "report-"))
+        with audit.write_session(store_engine) as s:
+            s.add(Review(alert_id=alert_id, step="assess", reviewer_id=ids[0], involved=involved, nature=nature,
+                         outcome=outcome, reason=reason, created_at=at - dt.timedelta(hours=1)))
+            s.add(Review(alert_id=alert_id, step="confirm", reviewer_id=ids[1], outcome=outcome, created_at=at))
+            s.get(Alert, alert_id).state = "escalated" if escalating else "closed"
+            audit.append(s, "dsl.oak", "review.confirm", f"alert:{alert_id}", {"outcome": outcome})
+
+    close.ids = ids
+    return close
