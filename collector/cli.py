@@ -149,6 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--site", action="append", default=[], help="only this site (repeatable; default: all)")
     s.set_defaults(func=_handler("collector.reports.cli:cmd_report_devices"))
 
+    ky = sub.add_parser("keys", help="keys that protect alert content").add_subparsers(dest="keys_cmd", required=True)
+    s = ky.add_parser("rotate-content", help="make a new content key current and re-encrypt stored content")
+    s.add_argument("--reseal-only", action="store_true",
+                   help="no new key: re-encrypt what is still under an older key (after replicas restarted)")
+    s.set_defaults(func=_handler("collector.protect.cli:cmd_keys_rotate_content"))
+
+    rt = sub.add_parser("retention", help="delete alerts past their retention period").add_subparsers(
+        dest="retention_cmd", required=True)
+    s = rt.add_parser("run", help="delete what config.toml [retention] says is due (audited)")
+    s.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_handler("collector.protect.cli:cmd_retention_run"))
+
+    ex = sub.add_parser("export", help="subject access and safeguarding-record exports").add_subparsers(
+        dest="export_cmd", required=True)
+    s = ex.add_parser("subject", help="everything held about one person (JSON and HTML)")
+    s.add_argument("user", help="their school login (as on alerts) or console username")
+    s.add_argument("--out", default=".", help="directory for the two files (default: here)")
+    s.set_defaults(func=_handler("collector.protect.cli:cmd_export_subject"))
+    s = ex.add_parser("concerns", help="confirmed concerns as CSV for CPOMS / MyConcern (docs/export-csv.md)")
+    s.add_argument("--since", required=True, help="confirmed on or after this date (YYYY-MM-DD, UTC)")
+    s.add_argument("--out", required=True, help="the CSV file to write")
+    s.add_argument("--timezone", default="Europe/London", help="school time zone for dates (default Europe/London)")
+    s.set_defaults(func=_handler("collector.protect.cli:cmd_export_concerns"))
+
     au = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(dest="audit_cmd", required=True)
     s = au.add_parser("verify", help="check the whole hash chain and its signatures")
     s.set_defaults(func=_handler("collector.audit_cli:cmd_audit_verify"))
