@@ -174,7 +174,7 @@ class KeyboardCapture:
             raise OSError(f"keyboard capture is not available: {exc}") from exc
         listeners = [keyboard.Listener(on_press=self._on_press, on_release=self._on_release)]
         if self.capture_clicks:
-            listeners.append(mouse.Listener(on_click=self._on_click))
+            listeners.append(click_listener_class(mouse.Listener)(on_click=self._on_click))
         for listener in listeners:
             listener.start()
         for listener in listeners:
@@ -242,6 +242,18 @@ class KeyboardCapture:
             except OSError as exc:
                 log.error("%s", exc)
                 delay = min(60.0, SUPERVISE_EVERY_S * 8)
+
+
+def click_listener_class(listener_class: type) -> type:
+    """pynput's X11 mouse listener records the event range ButtonPress..LeaveNotify, so every pointer motion is
+    parsed in Python (~100 events/s while the mouse moves). A click is all the engine needs: record button presses
+    only. Other backends are returned unchanged."""
+    if not listener_class.__module__.endswith("_xorg"):
+        return listener_class
+    from Xlib import X
+
+    return type("ClickOnlyListener", (listener_class,),
+                {"_EVENTS": (X.ButtonPress, X.ButtonPress), "__module__": listener_class.__module__})
 
 
 def _last_input_clock() -> Callable[[], float] | None:

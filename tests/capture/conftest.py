@@ -136,13 +136,13 @@ def start_xvfb() -> tuple[subprocess.Popen, str]:
 
 
 def _release_stopped_listeners(desk: Desktop) -> None:
-    """A stopped pynput listener keeps its thread until the next input event; give it one (Shift and a pointer
-    nudge, harmless) so that it ends cleanly instead of reporting a closed display once Xvfb is gone."""
+    """A stopped pynput listener keeps its thread until the next input event; give it one (Shift and a click,
+    harmless on this private display) so that it ends cleanly, not with a closed-display error once Xvfb is gone."""
     def stale() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if type(t).__module__.startswith("pynput") and t.is_alive()]
 
     if stale():
-        desk.run("xdotool", "key", "shift", "mousemove_relative", "1", "1", check=False)
+        desk.run("xdotool", "key", "shift", "click", "1", check=False)
         # Daemon threads: if one still hangs on, it dies with the test run at the latest.
         with contextlib.suppress(AssertionError):
             wait_for(lambda: not stale(), 5, "stopped listeners to end")

@@ -73,7 +73,11 @@ def test_keyboard_capture_turns_typing_into_engine_keys(desktop):
         desktop.key("BackSpace", "BackSpace")
         desktop.type("rld!")
         desktop.key("Return", "ctrl+a", "ctrl+BackSpace", "Left")
-        expected = [*"Hello wor", "backspace", "backspace", *"rld!", "enter", "ctrl+a", "ctrl+backspace", "left"]
+        desktop.run("xdotool", "mousemove", "--sync", "200", "200", "mousemove", "--sync", "300", "300", "click", "1")
+        desktop.type("x")
+        # Pointer motion is not recorded at all; the click is, because it moves the caret.
+        expected = [*"Hello wor", "backspace", "backspace", *"rld!", "enter", "ctrl+a", "ctrl+backspace", "left",
+                    "click", "x"]
         wait_for(lambda: len(seen.snapshot()) >= len(expected), 15, "the typed keys")
         events: list[KeyEvent] = seen.snapshot()
         assert [e.key for e in events] == expected
