@@ -130,6 +130,8 @@ def main() -> int:
         wait_for(lambda: subprocess.run(["xdotool", "getmouselocation"], env=env, capture_output=True).returncode == 0,
                  30, "Xvfb")
         others.append(subprocess.Popen(["openbox"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(lambda: "_NET_SUPPORTING_WM_CHECK" in subprocess.run(["xprop", "-root"], env=env, capture_output=True,
+                                                                      text=True).stdout, 30, "openbox")
         xterm = subprocess.Popen(["xterm", "-T", "Year 8 Homework", "-e", "sh", "-c", "cat >/dev/null"], env=env)
         others.append(xterm)
         wid = wait_for(lambda: subprocess.run(["xdotool", "search", "--pid", str(xterm.pid)], env=env,
