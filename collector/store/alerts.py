@@ -18,10 +18,14 @@ def insert_alerts(session: Session, rows: list[dict]) -> dict[int, tuple[str, bo
         return {}
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Alert).values(rows).on_conflict_do_nothing(index_elements=["agent_id", "seq"])
-    session.execute(stmt)
-    wanted = {(r["agent_id"], r["seq"]): r["id"] for r in rows}
-    stored = session.execute(
-        select(Alert.agent_id, Alert.seq, Alert.id).where(tuple_(Alert.agent_id, Alert.seq).in_(list(wanted)))
-    ).all()
-    return {seq: (alert_id, wanted[(agent_id, seq)] == alert_id) for agent_id, seq, alert_id in stored}
+    # RETURNING names the rows this statement inserted, so the usual all-new batch needs no second query.
+    stmt = (insert(Alert).values(rows).on_conflict_do_nothing(index_elements=["agent_id", "seq"])
+            .returning(Alert.agent_id, Alert.seq))
+    inserted = {(agent_id, seq) for agent_id, seq in session.execute(stmt)}
+    result = {r["seq"]: (r["id"], True) for r in rows if (r["agent_id"], r["seq"]) in inserted}
+    resent = [(r["agent_id"], r["seq"]) for r in rows if (r["agent_id"], r["seq"]) not in inserted]
+    if resent:
+        stored = session.execute(
+            select(Alert.agent_id, Alert.seq, Alert.id).where(tuple_(Alert.agent_id, Alert.seq).in_(resent)))
+        result.update({seq: (alert_id, False) for _agent_id, seq, alert_id in stored})
+    return result
