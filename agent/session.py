@@ -182,6 +182,8 @@ class SessionHelper:
         self.dropping: str | None = None  # why keys are being dropped right now, for one log line per change
         self.keys_dropped = 0
         self.matches_sent = 0
+        # Whether this stretch of text had synthesised keys (on-screen keyboard, automation): kept on its matches.
+        self.injected_in_segment = False
         self._next_bundle_check = time.monotonic() + BUNDLE_CHECK_S
 
     # ------------------------------------------------------------------ producers (any thread)
@@ -229,18 +231,23 @@ class SessionHelper:
                 log.info("privacy: keys are not captured here (%s)", exclusion.describe())
                 self.dropping = exclusion.reason
                 # What was typed before the secret is matched on its own, never joined to what follows it.
-                self.report(self.kb.new_segment("excluded"), self.window)
+                self.end_segment("excluded", self.window)
             return
         if self.dropping is not None:
             log.info("privacy: key capture resumed")
             self.dropping = None
-        self.report(self.kb.feed(event.key), self.window)
+        self.injected_in_segment = self.injected_in_segment or event.injected
+        self.report(self.kb.feed(event.key), self.window, injected=self.injected_in_segment)
+
+    def end_segment(self, reason: str, window: ActiveWindow | None) -> None:
+        self.report(self.kb.new_segment(reason), window, injected=self.injected_in_segment)
+        self.injected_in_segment = False
 
     def handle_window(self, window: ActiveWindow) -> None:
         previous = self.window
         # The stretch of text typed so far belongs to the window it was typed in.
         focus_changed = previous is None or previous.window_id != window.window_id
-        self.report(self.kb.new_segment("focus" if focus_changed else "title"), previous)
+        self.end_segment("focus" if focus_changed else "title", previous)
         self.window = window
         exclusion = self.policy.exclusion_for(window)
         if exclusion is not None and exclusion.drop_title:
@@ -252,18 +259,21 @@ class SessionHelper:
             self.titles_seen.popitem(last=False)
         self.report(self.engine.scan(window.title, source="title"), window)
 
-    def report(self, matches, window: ActiveWindow | None) -> None:
+    def report(self, matches, window: ActiveWindow | None, injected: bool = False) -> None:
         for match in strongest_per_category(matches or ()):
             data = dict(match.to_dict())
             data["context"] = getattr(match, "context", data.get("context", ""))
-            self.send({"type": "match", "match": data, "context": data["context"],
+            message = {"type": "match", "match": data, "context": data["context"],
                        "window_title": window.title if window else "",
-                       "application": window.application if window else "", "age_band": self.age_band})
+                       "application": window.application if window else "", "age_band": self.age_band}
+            if injected and data.get("source") != "title":
+                message["injected"] = True
+            self.send(message)
             self.matches_sent += 1
             log.debug("match sent (severity %s)", data.get("severity"))
 
     def flush(self) -> None:
-        self.report(self.kb.flush(), self.window)
+        self.report(self.kb.flush(), self.window, injected=self.injected_in_segment)
 
     def check_bundle(self) -> None:
         self._next_bundle_check = time.monotonic() + BUNDLE_CHECK_S

@@ -178,3 +178,15 @@ def test_the_helper_runs_the_services_verified_bundle_and_refuses_a_tampered_one
     engine = load_engine(tmp_path, "secondary", config)
     assert engine.version != "2026.11.9"  # the built-in libraries, not the tampered bundle
     assert "could not be used" in caplog.text
+
+
+def test_matches_from_injected_keys_say_so():
+    helper, sent = helper_with()
+    helper.handle("window", NOTES)
+    for ch in "kill myself\n":
+        helper.handle("key", KeyEvent(0.0, "enter" if ch == "\n" else ch, ch == "k"))  # one on-screen key
+    type_text(helper, "kill myself\n")
+    helper.handle("window", SUDO)  # a new stretch
+    helper.handle("window", NOTES)
+    type_text(helper, "kill myself\n")
+    assert [m.get("injected", False) for m in sent] == [True, True, False]
