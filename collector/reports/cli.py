@@ -29,7 +29,7 @@ def _date(value: str, option: str) -> dt.date:
 def _site_ids(session: Session, names: list[str]) -> list[int] | None:
     if not names:
         return None
-    found = dict(session.execute(select(Site.name, Site.id).where(Site.name.in_(names))).tuples().all())
+    found = {name: site_id for name, site_id in session.execute(select(Site.name, Site.id).where(Site.name.in_(names)))}
     missing = [n for n in names if n not in found]
     if missing:
         raise CollectorError(f"no site named {missing[0]!r}")

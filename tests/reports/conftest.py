@@ -13,12 +13,13 @@ def seeded(store_engine, db_url, tmp_path):
 
 @pytest.fixture
 def cli(seeded, capsys):
-    """Run a `wardwatch-collector` command in this process against the seeded store; returns (exit code, stdout)."""
+    """Run a `wardwatch-collector` command in this process against the seeded store: (exit code, stdout, stderr)."""
 
-    def run(*args: str) -> tuple[int, str]:
+    def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
         code = main(["--data", str(seeded.data_dir), "--db", seeded.db_url, *args])
-        return code, capsys.readouterr().out
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
 
     return run
 
