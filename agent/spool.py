@@ -82,20 +82,16 @@ class Spool:
     def enqueue(self, severity: int, make_envelope: Callable[[int], bytes]) -> int:
         """Assign the next seq, build the signed envelope for it and store it, atomically. Returns the seq."""
         with self._lock:
-            try:
-                return self._enqueue(severity, make_envelope)
-            except sqlite3.OperationalError as exc:
-                self._rollback()
-                if not _is_full(exc):
-                    raise
-            # The disk (or page cap) is full: drop what may be dropped, then try once more.
-            if self._free_space_for(severity):
+            for attempt in range(2):
                 try:
                     return self._enqueue(severity, make_envelope)
                 except sqlite3.OperationalError as exc:
                     self._rollback()
                     if not _is_full(exc):
                         raise
+                # The disk (or page cap) is full: drop what may be dropped, then try once more.
+                if attempt == 0 and not self._free_space():
+                    break
             raise SpoolFull(f"the spool at {self.path} is full")
 
     def _enqueue(self, severity: int, make_envelope: Callable[[int], bytes]) -> int:
@@ -128,7 +124,7 @@ class Spool:
             "last_seq = max(last_seq, excluded.last_seq), max_severity = max(max_severity, excluded.max_severity)",
             (seq, seq, severity))
 
-    def _free_space_for(self, severity: int) -> bool:
+    def _free_space(self) -> bool:
         queued = [Queued(*r) for r in self._db.execute("SELECT seq, severity, size FROM outbox")]
         victims = make_room(queued, need_bytes=64 * 1024)
         if not victims:
