@@ -36,10 +36,6 @@ def test_corpus_is_balanced_and_covers_every_category():
     assert any(not t.isascii() for _, _, t in concerning)  # look-alikes and other scripts are in it
 
 
-# The libraries are still being written; the misses are missing phrases, listed in the failure message and reported
-# to the library writers. Remove this mark once they are covered: the test then must pass.
-@pytest.mark.xfail(reason="keyword libraries do not cover every corpus phrase yet (recall 0.88 on 2026-11-24)",
-                   strict=False)
 def test_recall_and_no_innocent_alerts_on_the_shipped_libraries():
     libs = default_signatures_dir()
     missing = sorted(c for c in CATEGORIES if not (libs / f"{c}.toml").exists())
