@@ -28,7 +28,7 @@ def open_store(args: argparse.Namespace) -> Iterator[tuple[CollectorConfig, Engi
         if not ready:
             raise CollectorError("the database has no WardWatch schema; run 'init' (or check --db)")
         audit.use_data_dir(cfg.data_dir)  # every command that writes may have to append to the audit log
-        content_keys.use_data_dir(cfg.data_dir)  # alert content is sealed under keys held outside the database
+        content_keys.use_data_dir(cfg.data_dir, engine)  # alert content is sealed under keys outside the database
         yield cfg, engine
     finally:
         engine.dispose()

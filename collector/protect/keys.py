@@ -18,6 +18,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from collector.errors import CollectorError
 
 ENV_VAR = "WARDWATCH_CONTENT_KEY"
@@ -174,11 +176,30 @@ def use_keyring(ring: KeyRing | None) -> KeyRing | None:
     return previous
 
 
-def use_data_dir(data_dir: Path) -> KeyRing:
-    """Load (or make) the data directory's key ring and use it in this process."""
+def use_data_dir(data_dir: Path, engine: Engine | None = None) -> KeyRing:
+    """Load (or make) the data directory's key ring and use it in this process.
+
+    Given the engine, a missing key file is made only if the database holds no sealed content yet: a replica whose
+    data directory was copied without `keys/` must not start sealing under a key no other replica has."""
+    if engine is not None and not os.environ.get(ENV_VAR) and not key_file(data_dir).exists():
+        sealed_under = _some_sealed_key_id(engine)
+        if sealed_under is not None:
+            raise ContentKeyError(
+                f"{key_file(data_dir)} is missing, but the database holds content sealed under key "
+                f"{sealed_under.hex()}: copy keys/content.key from the collector that made it (or set {ENV_VAR})")
     ring = load_keyring(data_dir)
     use_keyring(ring)
     return ring
+
+
+def _some_sealed_key_id(engine: Engine) -> bytes | None:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        blob = conn.execute(text("SELECT payload FROM alerts WHERE payload IS NOT NULL LIMIT 1")).scalar()
+    if not blob:
+        return None
+    return bytes(blob)[1:1 + KEY_ID_BYTES]
 
 
 def active_keyring() -> KeyRing:

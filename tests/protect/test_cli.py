@@ -124,3 +124,12 @@ def test_retention_and_export_commands(collector_dir, tmp_path):
     with Session(engine) as s:
         actions = {e.action for e in audit.entries_for(s, "retention")}
     assert actions == {"retention.run"}
+
+
+def test_a_replica_without_the_key_file_refuses_instead_of_making_a_new_key(collector_dir):
+    data, _engine = collector_dir
+    path = keys.key_file(data)
+    path.rename(path.with_name("content.key.elsewhere"))
+    failed = _cli(data, "alerts", "list", check=False)
+    assert failed.returncode == 2 and "copy keys/content.key" in failed.stderr
+    assert not path.exists()
