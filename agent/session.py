@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.capture.keyboard import KeyEvent
+from agent.capture.keyboard import RAW_QUEUE_LIMIT, KeyEvent
 from agent.capture.privacy import PrivacyPolicy
 from agent.capture.session_type import WAYLAND_NOTICE, SessionType, detect_session_type, keystrokes_supported
 from agent.capture.window import ActiveWindow
@@ -176,7 +176,10 @@ class SessionHelper:
         self.password_field_focused = password_field_focused
         self.reload_engine = reload_engine
         self.bundle_files = bundle_files
-        self.events: queue.Queue = queue.Queue()
+        # Keys, raw keys and window changes, in the order they happened; bounded so that a stalled engine cannot
+        # grow memory without limit (a full queue drops keys at the listener, never blocks it).
+        self.events: queue.Queue = queue.Queue(maxsize=RAW_QUEUE_LIMIT)
+        self.translate_raw: Callable[[tuple], KeyEvent | None] | None = None
         self.window: ActiveWindow | None = None
         self.titles_seen: OrderedDict[str, None] = OrderedDict()
         self.dropping: str | None = None  # why keys are being dropped right now, for one log line per change
@@ -209,6 +212,11 @@ class SessionHelper:
                 continue
             if kind == "stop":
                 return
+            if kind == "raw":
+                event = self.translate_raw(payload) if self.translate_raw else None
+                if event is None:
+                    continue
+                kind, payload = "key", event
             self.handle(kind, payload)
 
     def handle(self, kind: str, payload: Any) -> None:
@@ -385,7 +393,8 @@ def _capture(client, session: SessionType, state_dir: Path, config: dict[str, An
                            reload_engine=lambda: load_engine(state_dir, age_band, read_agent_config(state_dir)),
                            bundle_files=BundleFiles(state_dir))
     watcher = create_window_watcher(session, helper.on_window, on_lost=helper.stop)
-    keyboard = KeyboardCapture(helper.on_key)
+    keyboard = KeyboardCapture(events=helper.events)  # keys go straight onto the helper's queue
+    helper.translate_raw = keyboard.translate
     started = []
     for name, part, gap in (("window titles", watcher, "window-titles-unavailable"),
                             ("keystrokes", keyboard, "keystrokes-unavailable")):

@@ -113,13 +113,21 @@ class HookWatchdog:
 
 
 class KeyboardCapture:
-    """Delivers `KeyEvent`s to `on_key` from a worker thread. Mouse clicks arrive as the key "click", because a
-    click moves the caret and the engine must start a new stretch of text."""
+    """Mouse clicks arrive as the key "click", because a click moves the caret and the engine must start a new
+    stretch of text.
 
-    def __init__(self, on_key: Callable[[KeyEvent], None], capture_clicks: bool = True):
+    Two ways to receive keys: give `on_key`, and a worker thread of ours translates raw keys and calls it; or give
+    `events`, a queue the caller's own worker drains, and raw keys arrive there as `("raw", item)` for that worker to
+    pass to `translate`. The second saves a thread hop (two wake-ups) per key, which is most of the helper's CPU
+    while typing."""
+
+    def __init__(self, on_key: Callable[[KeyEvent], None] | None = None, capture_clicks: bool = True,
+                 events: queue.Queue | None = None):
+        if (on_key is None) == (events is None):
+            raise ValueError("give either on_key or events")
         self.on_key = on_key
         self.capture_clicks = capture_clicks
-        self.raw: queue.Queue = queue.Queue(maxsize=RAW_QUEUE_LIMIT)
+        self.raw: queue.Queue = events if events is not None else queue.Queue(maxsize=RAW_QUEUE_LIMIT)
         self.overflowed = 0
         self.restarts = 0
         self.last_event_at = time.monotonic()
@@ -133,7 +141,7 @@ class KeyboardCapture:
 
     def _enqueue(self, key, pressed: bool, injected: bool) -> None:
         try:
-            self.raw.put_nowait((time.time(), key, pressed, bool(injected)))
+            self.raw.put_nowait(("raw", (time.time(), key, pressed, bool(injected))))
         except queue.Full:
             self.overflowed += 1
         except Exception:  # an exception here would stop the listener; losing one key is better
@@ -155,14 +163,16 @@ class KeyboardCapture:
         """Start listening; raises OSError with the reason when the platform refuses (no RECORD extension, no
         Accessibility permission, ...)."""
         self._start_listeners()
-        self._worker.start()
+        if self.on_key is not None:
+            self._worker.start()
         self._supervisor.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._stop_listeners()
-        with contextlib.suppress(queue.Full):
-            self.raw.put_nowait(None)
+        if self.on_key is not None:
+            with contextlib.suppress(queue.Full):
+                self.raw.put_nowait(None)
         for thread in (self._worker, self._supervisor):
             if thread.is_alive():
                 thread.join(timeout=5)
@@ -200,22 +210,28 @@ class KeyboardCapture:
 
     # ------------------------------------------------------------------ threads
 
+    def translate(self, item: tuple) -> KeyEvent | None:
+        """A raw `(time, key, pressed, injected)` from the listener as an engine key, or None (releases, modifiers,
+        keys the engine has no use for). Call from one thread only: it tracks which modifiers are held."""
+        stamp, key, pressed, injected = item
+        self.last_event_at = time.monotonic()
+        if key == "click":
+            name = "click"
+        else:
+            pynput_name, char = describe_pynput_key(key)
+            name = self._translator.translate(pynput_name, char, pressed)
+        return None if name is None else KeyEvent(stamp, name, injected)
+
     def _work(self) -> None:
         while True:
             item = self.raw.get()
             if item is None or self._stop.is_set():
                 return
-            stamp, key, pressed, injected = item
-            self.last_event_at = time.monotonic()
-            if key == "click":
-                name = "click"
-            else:
-                pynput_name, char = describe_pynput_key(key)
-                name = self._translator.translate(pynput_name, char, pressed)
-            if name is None:
+            event = self.translate(item[1])
+            if event is None:
                 continue
             try:
-                self.on_key(KeyEvent(stamp, name, injected))
+                self.on_key(event)
             except Exception:
                 log.exception("key handler failed")  # the traceback holds no key: on_key gets only the event
 
