@@ -129,6 +129,11 @@ class KeystrokeBuffer:
         # Twice the longest phrase: disguise ("s u i c i d e", zero-width characters) can double its length.
         return 2 * self._engine.compiled.max_phrase_chars + 8
 
+    def _word_end_reach(self) -> int:
+        # One phrase and a little: keeps the per-word cost low. A phrase stretched longer than this by disguise is
+        # still found, by the full pass at Enter or at the end of the segment.
+        return self._engine.compiled.max_phrase_chars + 16
+
     def _report(self, text: str, lo: int, final: bool, substring_only: bool = False) -> list[Match]:
         compiled = self._engine.compiled
         window = text[lo:]
@@ -151,7 +156,7 @@ class KeystrokeBuffer:
         """After a word end: phrases that end in the word just finished. A context partner further back than the
         window is found by the full pass at Enter or the end of the segment."""
         text = self._text
-        return self._report(text, self._window_start(text, len(text), self._phrase_reach()), final)
+        return self._report(text, self._window_start(text, len(text), self._word_end_reach()), final)
 
     def _full_pass(self) -> list[Match]:
         return self._report(self._text, 0, final=True)

@@ -66,10 +66,10 @@ class CompiledLibrary:
         self.has_substring_rules = any(r.mode == "substring" for r in self.rules)
         self.max_phrase_chars = 1
         self.max_tail_chars = 1  # longest substring-mode or allow key: what a per-letter tail scan must cover
-        self.automaton = self._build()
-        self.empty = len(self.automaton) == 0  # no rule for this band: pyahocorasick cannot walk an empty trie
+        self._build()
+        self.empty = len(self.rule_automaton) == 0  # no rule for this band: nothing to walk
 
-    def _build(self) -> ahocorasick.Automaton:
+    def _build(self) -> None:
         # key -> packed entry, or a list of them when phrases of several rules fold to the same key. Plain ints
         # rather than tuples keep a 20,000-rule library small while it compiles.
         table: dict[str, int | list[int]] = {}
@@ -113,24 +113,33 @@ class CompiledLibrary:
         for index, phrase in enumerate(self.library.allow):
             add(phrase, ALLOW_GLOBAL, index)
 
-        automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        # Three walks over shared per-key arrays: rule phrases (every text), allow and context phrases (only once a
+        # rule has hit, which most text never does) and, for letter-by-letter typing, substring rules with allows.
+        self.rule_automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        self.aux_automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        self.tail_automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         key_len = array("H")
         entry_start = array("L")
         entries = array("Q")
         for key_id, (key, packed) in enumerate(table.items()):
-            automaton.add_word(key, key_id)
+            group = [packed] if isinstance(packed, int) else packed
+            kinds = {(e >> _FORM_BITS) & 3 for e in group}
+            if RULE in kinds:
+                self.rule_automaton.add_word(key, key_id)
+            if kinds - {RULE}:
+                self.aux_automaton.add_word(key, key_id)
+            if kinds & {ALLOW_GLOBAL, ALLOW_RULE} or any(
+                    (e >> _FORM_BITS) & 3 == RULE and self.rules[e >> _KIND_SHIFT].mode == "substring" for e in group):
+                self.tail_automaton.add_word(key, key_id)
             key_len.append(len(key))
             entry_start.append(len(entries))
-            if isinstance(packed, int):
-                entries.append(packed)
-            else:
-                entries.extend(packed)
+            entries.extend(group)
         entry_start.append(len(entries))
         table.clear()
-        if key_len:
-            automaton.make_automaton()
+        for automaton in (self.rule_automaton, self.aux_automaton, self.tail_automaton):
+            if len(automaton):
+                automaton.make_automaton()
         self._key_len, self._entry_start, self._entries = key_len, entry_start, entries
-        return automaton
 
     # ------------------------------------------------------------------ matching
 
@@ -176,19 +185,33 @@ class CompiledLibrary:
 
     def _match(self, folded: Folded, forms: tuple[int, ...], final: bool, confidence: float,
                substring_only: bool = False) -> list[Hit]:
-        text = folded.text
-        if not text:
+        if not folded.text:
             return []
+        if substring_only:
+            raw = self._walk(self.tail_automaton, folded, forms, final, rules=True, aux=True, substring_only=True)
+            raw = [h for h in raw if h.kind != RULE or not self._may_still_change(folded.text, h)]
+        else:
+            raw = self._walk(self.rule_automaton, folded, forms, final, rules=True, aux=False)
+            if raw and len(self.aux_automaton):
+                raw += self._walk(self.aux_automaton, folded, forms, final, rules=False, aux=True)
+        if not any(h.kind == RULE for h in raw):
+            return []
+        return self._apply_rules(folded, raw, confidence)
+
+    def _walk(self, automaton: ahocorasick.Automaton, folded: Folded, forms: tuple[int, ...], final: bool, *,
+              rules: bool, aux: bool, substring_only: bool = False) -> list[_VariantHit]:
+        """Raw hits of the wanted kinds (rule entries, allow/context entries) with boundaries and forms checked."""
+        text = folded.text
         last = len(text) - 1
         accepted = 0
         for form in forms:
             accepted |= form
         joined = COMPACT in forms
         collapsed = COLLAPSED in forms
-        rules = self.rules
+        rule_list = self.rules
         key_len, entry_start, all_entries = self._key_len, self._entry_start, self._entries
         raw: list[_VariantHit] = []
-        for end, key_id in self.automaton.iter(text):
+        for end, key_id in automaton.iter(text):
             start = end - key_len[key_id] + 1
             bounded = (start == 0 or not is_word_char(text[start - 1])) and (
                 end == last or not is_word_char(text[end + 1]))
@@ -198,20 +221,32 @@ class CompiledLibrary:
                 if not key_forms & accepted:
                     continue
                 kind = (packed >> _FORM_BITS) & 3
+                if not (rules if kind == RULE else aux):
+                    continue
                 index = packed >> _KIND_SHIFT
-                if substring_only and kind == RULE and rules[index].mode != "substring":
+                if substring_only and kind in (RULE, CONTEXT) and (kind == CONTEXT or
+                                                                   rule_list[index].mode != "substring"):
                     continue
                 if joined and not key_forms & NORMAL and not _inside_run(folded.runs, start, end):
                     continue  # "selfharm" stands for "self harm" only where single letters were joined
                 if collapsed and kind == RULE and not any(p in folded.elongated for p in range(start, end + 1)):
                     continue  # without a real elongation, "shot" must not read as "shoot"
-                word_mode = kind == CONTEXT or (kind == RULE and rules[index].mode == "word")
+                word_mode = kind == CONTEXT or (kind == RULE and rule_list[index].mode == "word")
                 if word_mode and (not bounded or open_end):
                     continue
                 raw.append(_VariantHit(kind, index, start, end))
-        if not raw:
-            return []
-        return self._apply_rules(folded, raw, confidence)
+        return raw
+
+    def _may_still_change(self, text: str, hit: _VariantHit) -> bool:
+        """While a word is being typed, could the next letters turn this substring hit into part of an allow phrase
+        ("cock" on the way to "cocktail") or a longer phrase? Then it waits for the word-end pass."""
+        automaton = self.tail_automaton
+        for p in range(max(0, len(text) - self.max_tail_chars), hit.end + 1):
+            typed = text[p:]
+            for key in automaton.keys(typed):
+                if len(key) > len(typed):
+                    return True
+        return False
 
     def _apply_rules(self, folded: Folded, raw: list[_VariantHit], confidence: float) -> list[Hit]:
         rules = self.rules

@@ -44,6 +44,14 @@ def test_substring_hit_is_reported_on_the_key_that_completes_it(engine):
     assert type_keys(kb, chars("ting ")) + kb.feed("enter") == []
 
 
+def test_substring_hit_waits_while_the_word_could_still_become_an_allowed_one(engine):
+    kb = engine.keystroke_buffer()
+    assert type_keys(kb, [*chars("a cocktail party"), "enter"]) == []  # "cock" is never reported on the way
+    kb = engine.keystroke_buffer()
+    assert type_keys(kb, chars("cock")) == []  # could still become "cocktail"
+    assert rules(kb.feed(" ")) == ["profanity.cock"]
+
+
 def test_deleted_text_is_scanned_and_reported_as_deleted(engine):
     kb = engine.keystroke_buffer()
     typed = type_keys(kb, chars("i want to die"))
