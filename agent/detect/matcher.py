@@ -1,10 +1,10 @@
-"""One Aho-Corasick automaton per (library, profile) and the rule logic applied to its raw hits.
+"""Aho-Corasick automata per (library, profile) and the rule logic applied to their raw hits.
 
-Every phrase is stored in the automaton in up to four forms (as folded, with spaces removed for joined single
-letters, with repeats collapsed, and both); allow-list and context phrases sit in the same automaton, so a text is
-walked once per variant. Word boundaries, allow-lists, elongation and context rules are checked on the hits after.
+Every phrase is stored in up to four forms (as folded, with spaces removed for joined single letters, with repeats
+collapsed, and both). Rule phrases, allow/context phrases and the per-letter tail set (substring rules and allows)
+are separate automata over one shared table of keys, so ordinary text, which hits no rule, costs one walk per
+variant. Word boundaries, allow-lists, elongation and context rules are checked on the hits after.
 """
-
 from __future__ import annotations
 
 from array import array
