@@ -5,6 +5,7 @@ collapsed, and both). Rule phrases, allow/context phrases and the per-letter tai
 are separate automata over one shared table of keys, so ordinary text, which hits no rule, costs one walk per
 variant. Word boundaries, allow-lists, elongation and context rules are checked on the hits after.
 """
+
 from __future__ import annotations
 
 from array import array
