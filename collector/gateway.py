@@ -162,7 +162,9 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         rekey_of = s.get(EnrolmentToken, token_id).rekey_of
         if rekey_of is None:
             return None
-        old = s.get(Agent, rekey_of)
+        # Locked so that the clones' re-keys, which commit at nearly the same moment, are decided one after the
+        # other: the last one sees every other token spent and retires the shared identity.
+        old = s.scalars(select(Agent).where(Agent.id == rekey_of).with_for_update()).one_or_none()
         try:
             load_der_public_key(old.identity_public_key).verify(request.previous_identity_proof, request.csr_pem)
         except (InvalidSignature, AttributeError) as exc:

@@ -99,6 +99,11 @@ install_program() {
   # The agent extra only: a classroom PC gets no web framework and no database driver.
   "$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$what[agent]" \
     || die "pip could not install WardWatch from $what"
+  if [ "$MODE" = upgrade ]; then
+    # The same version number from a rebuilt tree or wheel would otherwise count as already installed.
+    "$PREFIX/venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+      "$what" || die "pip could not reinstall WardWatch from $what"
+  fi
 }
 
 write_units() {

@@ -37,7 +37,8 @@ def _db(collector, sql: str, **params) -> list[tuple]:
         engine.dispose()
 
 
-def test_two_live_clones_are_flagged_and_both_rekey(tmp_path, collector, agents):
+def test_two_live_clones_are_flagged_and_both_rekey(tmp_path, any_store_collector, agents):
+    collector = any_store_collector
     original = Agent(tmp_path / "pc1").enroll(collector.token())
     old_id = original.config()["agent_id"]
     shutil.copytree(original.state, tmp_path / "pc2")  # the image was captured without 'generalize'
@@ -70,7 +71,8 @@ def test_two_live_clones_are_flagged_and_both_rekey(tmp_path, collector, agents)
     # The re-key tokens are spent, and their secrets are gone from the command table once delivered.
     assert _db(collector, "SELECT uses, uses_allowed FROM enrolment_tokens WHERE rekey_of = :o", o=old_id) == \
         [(1, 1), (1, 1)]
-    payloads = [json.loads(p) for (p,) in _db(collector, "SELECT payload FROM agent_commands WHERE kind = 'rekey'")]
+    payloads = [p if isinstance(p, dict) else json.loads(p)  # PostgreSQL's driver decodes JSON itself
+                for (p,) in _db(collector, "SELECT payload FROM agent_commands WHERE kind = 'rekey'")]
     assert len(payloads) == 2 and not any("token" in p for p in payloads)
 
 
