@@ -369,3 +369,12 @@ def visible_site_ids(user: User, governors_report: bool = False) -> frozenset[in
     if user.disabled or user.role not in roles:
         return frozenset()
     return frozenset(s.id for s in user.sites)
+
+
+def figures_for_user(session: Session, user: User, period: Period, governors_report: bool = False,
+                     trend_weeks: int | None = None) -> Figures | None:
+    """The figures this account may read for `period`, or None if its role may not read them (answer 403)."""
+    site_ids = visible_site_ids(user, governors_report)
+    if not site_ids:
+        return None
+    return build_figures(session, period, site_ids, trend_weeks=trend_weeks)

@@ -18,6 +18,7 @@ from collector.review.rules import OUTCOMES
 
 TEMPLATES = Path(__file__).with_name("templates")
 HEAD_SUMMARY = "head_summary.html"
+HEAD_SUMMARY_CSS = TEMPLATES / "reports.css"  # the console serves or inlines it next to the fragment
 GOVERNORS = "governors.html"
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -88,11 +89,11 @@ def render_governors_html(figures: Figures, school: str) -> str:
 
 def html_to_pdf(html: str) -> bytes:
     # Imported here: WeasyPrint loads pango at import time, and only report commands need it.
-    from weasyprint import HTML
-
-    # WeasyPrint narrates every layout step at INFO; the CLI's log is for WardWatch's own events.
+    # WeasyPrint narrates every step at INFO (from its import on); the CLI's log is for WardWatch's own events.
     for noisy in ("weasyprint", "fontTools"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from weasyprint import HTML
+
     return HTML(string=html, base_url=str(TEMPLATES)).write_pdf()
 
 

@@ -5,6 +5,10 @@ import pytest
 from collector.cli import main
 from tests.reports.seed import seed_store
 
+# Rendering does not depend on the database: tests marked with this run on SQLite only. Figures and the weekly
+# schedule's claim (which relies on the database's locking) run on both backends.
+sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 
 @pytest.fixture
 def seeded(store_engine, db_url, tmp_path):

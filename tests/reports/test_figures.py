@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from collector.reports.figures import (
     build_figures,
     days_period,
+    figures_for_user,
     last_full_week,
     milestones_of,
     term_period,
@@ -108,9 +109,15 @@ def test_milestones_follow_the_two_person_review():
 
 
 def test_who_may_read_which_figures(seeded):
+    period = term_period("autumn", 2026)
     with Session(seeded.world.engine) as session:
         head, tech, governor = (seeded.world.user(session, u) for u in ("head.dara", "tech.evan", "gov.fern"))
         assert visible_site_ids(head) == {seeded.world.north}
         assert visible_site_ids(tech) == frozenset() == visible_site_ids(tech, governors_report=True)
         assert visible_site_ids(governor) == frozenset()
         assert visible_site_ids(governor, governors_report=True) == {seeded.world.north}
+        south = figures_for_user(session, seeded.world.user(session, "dsl.south"), period)
+        assert figures_for_user(session, seeded.world.user(session, "tech.evan"), period) is None
+        governors = figures_for_user(session, seeded.world.user(session, "gov.fern"), period, governors_report=True)
+    assert [s.name for s in south.sites] == ["Southbank"] and south.whole.total > 0
+    assert [s.name for s in governors.sites] == ["Northfield"]

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from collector.reports import render, svg
 from collector.reports.figures import SEVERITY_LABELS, build_figures, term_period
+from tests.reports.conftest import sqlite_only
 from tests.reports.seed import PUPIL_DEVICES
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -42,6 +43,7 @@ def test_governors_report_holds_no_pupil_identifiers(seeded, cli, tmp_path):
     assert html.count("<svg") == 3 and html.count("<table") >= 5
 
 
+@sqlite_only
 def test_head_summary_lists_devices_but_never_content(seeded):
     with Session(seeded.world.engine) as session:
         figures = build_figures(session, term_period("autumn", 2026))
@@ -90,6 +92,7 @@ def test_durations_read_at_a_glance():
         "-", "0 min", "45 min", "3 h", "3 h 20 min", "2 d 2 h", "2 d"]
 
 
+@sqlite_only
 def test_bad_report_arguments_are_one_line_errors(seeded, cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -15,7 +15,7 @@ from collector.config import CollectorConfig
 from collector.reports import schedule
 from collector.reports.figures import days_period
 from tests.harness import free_port, wait_for
-from tests.reports.conftest import json_lines
+from tests.reports.conftest import json_lines, sqlite_only
 from tests.reports.recount import recompute
 
 WEEK = days_period(dt.date(2026, 11, 16), dt.date(2026, 11, 22))
@@ -103,6 +103,7 @@ def test_schedule_sends_once_a_week_and_retries_after_a_failure(seeded, smtp):
     assert schedule.due_period(thursday, MONDAY_AFTER + dt.timedelta(days=3)) == WEEK
 
 
+@sqlite_only
 def test_weekly_task_runs_from_an_event_loop(seeded, smtp):
     inbox, port = smtp
     cfg = _config(seeded, port, weekly_hour=0, check_seconds=0.05)  # due from Monday 00:00: always, this week
