@@ -189,7 +189,14 @@ class KeyboardCapture:
             listener.start()
         for listener in listeners:
             listener.wait()  # returns once the hook is in place (or the listener died trying)
+        # macOS starts the listener without the Input Monitoring permission and then delivers nothing: say so.
+        untrusted = any(getattr(listener, "IS_TRUSTED", True) is False for listener in listeners)
         dead = [listener for listener in listeners if not listener.is_alive()]
+        if untrusted:
+            for listener in listeners:
+                listener.stop()
+            raise OSError("keyboard capture needs the Input Monitoring permission for WardWatch "
+                          "(System Settings > Privacy & Security)")
         if dead:
             for listener in listeners:
                 listener.stop()

@@ -51,6 +51,17 @@ class WindowWatcher:
         raise NotImplementedError
 
 
+def process_name(pid: int | None) -> str:
+    if not pid:
+        return ""
+    try:
+        import psutil
+
+        return psutil.Process(pid).name()
+    except Exception:  # gone, or not ours to look at
+        return ""
+
+
 def create_window_watcher(session: SessionType, callback: WindowCallback,
                           on_lost: Callable[[], None] | None = None) -> WindowWatcher:
     """The backend for `session`; raises OSError with a clear reason when the platform cannot give titles."""

@@ -10,8 +10,7 @@ import ctypes
 import logging
 import threading
 
-from agent.capture.window import ActiveWindow, WindowCallback, WindowWatcher
-from agent.capture.window_x11 import process_name
+from agent.capture.window import ActiveWindow, WindowCallback, WindowWatcher, process_name
 
 log = logging.getLogger("wardwatch.capture.window")
 

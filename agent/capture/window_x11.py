@@ -10,7 +10,7 @@ import select
 import threading
 from collections.abc import Callable
 
-from agent.capture.window import ActiveWindow, WindowCallback, WindowWatcher
+from agent.capture.window import ActiveWindow, WindowCallback, WindowWatcher, process_name
 
 log = logging.getLogger("wardwatch.capture.window")
 
@@ -66,17 +66,6 @@ def decode_title(data: bytes | str, type_name: str) -> str:
         except UnicodeDecodeError:
             return data.decode("latin-1")
     return data.decode("utf-8", "replace")
-
-
-def process_name(pid: int | None) -> str:
-    if not pid:
-        return ""
-    try:
-        import psutil
-
-        return psutil.Process(pid).name()
-    except Exception:  # gone, or not ours to look at
-        return ""
 
 
 class X11WindowWatcher(WindowWatcher):
