@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyotp
+from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from collector import audit
-from collector.accounts import complete_setup, create_user, set_site_contacts
+from collector.accounts import create_user, set_site_contacts
 from collector.demo_review import add_signed_alert, ensure_demo_agent
 from collector.store.models import Alert, Site
 from collector.store.models_review import User
 
 PASSWORD = "correct horse battery staple"
+
+
+@functools.cache
+def _password_hash() -> str:
+    return PasswordHasher().hash(PASSWORD)
+
 # username -> (role, sites, school login)
 STAFF = {
     "dsl.amber": ("dsl", ["Northfield"], "amber"),
@@ -40,6 +47,7 @@ class World:
     users: dict[str, int] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
     key: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
+    south_key: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
 
     def user(self, session: Session, username: str) -> User:
         return session.get(User, self.users[username])
@@ -47,11 +55,11 @@ class World:
     def alert(self, user: str = "pupil.one", category: str = "self-harm", severity: int = 4,
               age_band: str = "secondary", site: str = "north", matched: str = "hurt myself",
               context: str = "i want to hurt myself", title: str = "Notes", minutes_ago: int = 10) -> str:
+        key = self.key if site == "north" else self.south_key
         with audit.write_session(self.engine) as s:
             site_row = s.get(Site, self.north if site == "north" else self.south)
-            agent = ensure_demo_agent(s, site_row, self.key if site == "north" else self.south_key,
-                                      hostname=f"PC-{site.upper()}")
-            a = add_signed_alert(s, agent, self.key if site == "north" else self.south_key, user=user,
+            agent = ensure_demo_agent(s, site_row, key, hostname=f"PC-{site.upper()}")
+            a = add_signed_alert(s, agent, key, user=user,
                                  category=category, severity=severity, matched=matched, context=context,
                                  window_title=title, application="notepad.exe", rule=f"{category}/test",
                                  age_band=age_band,
@@ -62,8 +70,6 @@ class World:
         with Session(self.engine) as s:
             a = s.get(Alert, alert_id)
             return a.state, a.version
-
-    south_key: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
 
 
 def build_world(engine: Engine, data_dir: Path) -> World:
@@ -77,9 +83,10 @@ def build_world(engine: Engine, data_dir: Path) -> World:
             link = create_user(s, username, role, sites, display_name=username.title(),
                                email=f"{username}@school.invalid", school_login=login)
             w.secrets[username] = link.user.totp_secret
-            # Use the step before now, so a test's first sign-in with the current code is not a replay.
-            complete_setup(link.user, PASSWORD, pyotp.TOTP(link.user.totp_secret).at(
-                dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)))
+            # One real argon2id hash shared by every account: hashing is deliberately slow, and the setup path
+            # itself is tested in test_accounts and the browser tests.
+            link.user.password_hash = _password_hash()
+            link.user.setup_token_hash = link.user.setup_expires_at = None
             w.users[username] = link.user.id
         set_site_contacts(s, north.id, allegations=s.get(User, w.users["dsl.amber"]),
                           chair=s.get(User, w.users["gov.fern"]))
