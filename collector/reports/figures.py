@@ -13,6 +13,9 @@ used here; `tests/reports/test_figures.py` does exactly that):
 - Time to first review = first `assess` step - received_at. Time to second review = the second reviewer's first
   step (confirm or dispute) - received_at. Medians are over the counted alerts of the period that have that step.
 - Outcome = the outcome of the step that decided the alert (confirm or decide).
+- Alerts about staff (`age_band` staff) are counted for the headteacher, the governors' report and the command line,
+  but left out of the figures any other role reads: allegations about staff are seen only by the head and one named
+  person, and a count on a device page would tell others that one exists.
 
 Only counts leave this module: no matched words, context, window titles or user names are ever read.
 """
@@ -34,6 +37,7 @@ from collector.store.models import Agent, Alert, Site
 from collector.store.models_review import Review, User
 
 COUNTED_KINDS = ("keyword", "usb", "coverage")
+STAFF_AGE_BAND = "staff"
 HIGH_SEVERITY = 4  # severity 4 (high) and 5 (imminent risk or illegal) make the "high" line of the trend
 SEVERITY_LABELS = {1: "Informational", 2: "Low", 3: "Medium", 4: "High", 5: "Imminent risk / illegal"}
 CATEGORY_LABELS = {
@@ -153,11 +157,13 @@ def review_milestones(session: Session, alert_ids: Collection[str] | None = None
     return {alert_id: milestones_of(items) for alert_id, items in steps.items()}
 
 
-def load_facts(session: Session, start: dt.datetime, end: dt.datetime,
-               site_ids: Collection[int] | None) -> list[AlertFact]:
+def load_facts(session: Session, start: dt.datetime, end: dt.datetime, site_ids: Collection[int] | None,
+               include_staff: bool = True) -> list[AlertFact]:
     query = select(Alert.id, Alert.agent_id, Alert.site_id, Alert.kind, Alert.category, Alert.severity, Alert.state,
                    Alert.received_at).where(Alert.kind.in_(COUNTED_KINDS), Alert.received_at >= start,
                                             Alert.received_at < end)
+    if not include_staff:
+        query = query.where(Alert.age_band != STAFF_AGE_BAND)
     if site_ids is not None:
         query = query.where(Alert.site_id.in_(list(site_ids)))
     rows = session.execute(query).all()
@@ -341,9 +347,11 @@ def summarise(facts: list[AlertFact], agents: list[Agent], sites: list[Site], pe
 
 
 def build_figures(session: Session, period: Period, site_ids: Collection[int] | None = None,
-                  trend_weeks: int | None = None, now: dt.datetime | None = None) -> Figures:
+                  trend_weeks: int | None = None, now: dt.datetime | None = None,
+                  include_staff: bool = True) -> Figures:
     """The figures of `period` for the given sites (None: every site). The trend covers the period, or the
-    `trend_weeks` weeks up to its end if that reaches further back."""
+    `trend_weeks` weeks up to its end if that reaches further back. `include_staff=False` leaves out alerts about
+    staff, for readers who may not know of them."""
     now = now or dt.datetime.now(dt.UTC)
     trend_start = period.start
     if trend_weeks:
@@ -355,7 +363,7 @@ def build_figures(session: Session, period: Period, site_ids: Collection[int] | 
         site_query = site_query.where(Site.id.in_(list(site_ids)))
         agent_query = agent_query.where(Agent.site_id.in_(list(site_ids)))
     sites = list(session.scalars(site_query))
-    facts = load_facts(session, trend_start, period.end, site_ids)
+    facts = load_facts(session, trend_start, period.end, site_ids, include_staff)
     with_alerts = {f.agent_id for f in facts if period.holds(f.received_at)}
     # A removed device still counts for the periods it sent alerts in; otherwise it has left the fleet.
     agents = [a for a in session.scalars(agent_query) if a.status != "removed" or a.id in with_alerts]
@@ -371,10 +379,15 @@ def visible_site_ids(user: User, governors_report: bool = False) -> frozenset[in
     return frozenset(s.id for s in user.sites)
 
 
+def sees_staff_alert_counts(role: str) -> bool:
+    return role == "headteacher"
+
+
 def figures_for_user(session: Session, user: User, period: Period, governors_report: bool = False,
                      trend_weeks: int | None = None) -> Figures | None:
     """The figures this account may read for `period`, or None if its role may not read them (answer 403)."""
     site_ids = visible_site_ids(user, governors_report)
     if not site_ids:
         return None
-    return build_figures(session, period, site_ids, trend_weeks=trend_weeks)
+    return build_figures(session, period, site_ids, trend_weeks=trend_weeks,
+                         include_staff=governors_report or sees_staff_alert_counts(user.role))

@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session
 from collector import audit, notify
 from collector.config import CollectorConfig
 from collector.errors import CollectorError
-from collector.reports.figures import Period, build_figures, last_full_week, monday_of
+from collector.reports.figures import (
+    Period,
+    build_figures,
+    last_full_week,
+    monday_of,
+    sees_staff_alert_counts,
+    visible_site_ids,
+)
 from collector.reports.render import weekly_email
 from collector.store.models import Site
 from collector.store.models_review import User
@@ -42,6 +49,7 @@ CLAIM_TTL = dt.timedelta(hours=1)
 class Recipients:
     addresses: tuple[str, ...]
     site_ids: frozenset[int] | None  # None: every site
+    include_staff: bool = True  # alerts about staff are counted only for those who may know of them
 
 
 def _settings(config: CollectorConfig) -> dict:
@@ -57,18 +65,19 @@ def school_name(config: CollectorConfig, session: Session) -> str:
 
 
 def recipients(config: CollectorConfig, session: Session, override: list[str] | None = None) -> list[Recipients]:
-    """Who gets the weekly summary, grouped by the sites they may see, so nobody is sent another site's figures."""
+    """Who gets the weekly summary, grouped by the sites they may see (nobody is sent another site's figures) and by
+    whether they may know of alerts about staff."""
     if override:
         return [Recipients(tuple(override), None)]
     settings = _settings(config)
-    groups: dict[frozenset[int], list[str]] = {}
+    groups: dict[tuple[frozenset[int], bool], list[str]] = {}
     roles = tuple(settings.get("weekly_roles", DEFAULT_ROLES))
     for user in session.scalars(select(User).where(User.role.in_(roles), User.disabled.is_(False))
                                 .order_by(User.username)):
-        sites = frozenset(s.id for s in user.sites)
+        sites = visible_site_ids(user)
         if user.email and sites:
-            groups.setdefault(sites, []).append(user.email)
-    out = [Recipients(tuple(addresses), sites) for sites, addresses in groups.items()]
+            groups.setdefault((sites, sees_staff_alert_counts(user.role)), []).append(user.email)
+    out = [Recipients(tuple(addresses), sites, staff) for (sites, staff), addresses in groups.items()]
     extra = [str(a) for a in settings.get("weekly_to", [])]
     if extra:
         out.append(Recipients(tuple(extra), None))
@@ -86,7 +95,8 @@ def send_weekly_summary(config: CollectorConfig, engine: Engine, period: Period,
         school = school_name(config, session)
         messages = []
         for group in recipients(config, session, override):
-            figures = build_figures(session, period, group.site_ids, trend_weeks=TREND_WEEKS, now=now)
+            figures = build_figures(session, period, group.site_ids, trend_weeks=TREND_WEEKS, now=now,
+                                    include_staff=group.include_staff)
             messages.append(weekly_email(figures, school, settings.sender, list(group.addresses),
                                          notify.console_url(config)))
     for msg in messages:

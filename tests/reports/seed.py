@@ -26,6 +26,10 @@ PUPIL_DEVICES = (
     ("north", "ORLAWYNN-SURFACE", "y11.orlawynn"),
     ("south", "BRAMWELLIX-CHROMEBOOK", "y7.bramwellix"),
 )
+# An invented member of staff's classroom PC: alerts about staff are counted only for the headteacher.
+STAFF_DEVICE = ("north", "STAFFROOM-THORNCASTLE", "staff.thorncastle")
+# When the staff member's alerts arrive: one in the week the weekly e-mail tests report on.
+STAFF_ALERT_TIMES = (dt.datetime(2026, 11, 18, 10, tzinfo=dt.UTC), dt.datetime(2026, 10, 6, 14, tzinfo=dt.UTC))
 CATEGORIES = ("self-harm", "bullying", "profanity", "filter-bypass", "suicide", "grooming", "drugs")
 TERM_START = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
 TERM_END = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
@@ -37,6 +41,7 @@ class SeededStore:
     data_dir: Path
     db_url: str
     pupils: list[str] = field(default_factory=list)
+    staff_users: list[str] = field(default_factory=list)
     hostnames: list[str] = field(default_factory=list)
     agent_ids: list[str] = field(default_factory=list)
 
@@ -109,6 +114,17 @@ def seed_store(engine: Engine, data_dir: Path, db_url: str, alerts_per_device: i
                     finish = rng.choice(("closed", "closed", "awaiting-second", "disputed", "escalated"))
                     state = _review(s, alert.id, world.users, received, rng, finish)
                 s.execute(update(Alert).where(Alert.id == alert.id).values(received_at=received, state=state))
+        site_key, hostname, staff_user = STAFF_DEVICE
+        key = ed25519.Ed25519PrivateKey.generate()
+        agent = ensure_demo_agent(s, sites[site_key], key, hostname=hostname, age_band="staff")
+        store.staff_users.append(staff_user)
+        store.hostnames.append(hostname)
+        store.agent_ids.append(agent.id)
+        for received in STAFF_ALERT_TIMES:
+            alert = add_signed_alert(s, agent, key, user=staff_user, category="pornography", severity=4,
+                                     age_band="staff", rule="keyword/invented", matched="invented words",
+                                     context="invented context", created_at=received)
+            s.execute(update(Alert).where(Alert.id == alert.id).values(received_at=received))
         # A device that was removed and never alerted: it has left the fleet and is not listed.
         gone = ensure_demo_agent(s, sites["north"], ed25519.Ed25519PrivateKey.generate(), hostname="GONE-PC")
         s.execute(update(Agent).where(Agent.id == gone.id).values(status="removed"))

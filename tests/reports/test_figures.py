@@ -117,7 +117,14 @@ def test_who_may_read_which_figures(seeded):
         assert visible_site_ids(governor) == frozenset()
         assert visible_site_ids(governor, governors_report=True) == {seeded.world.north}
         south = figures_for_user(session, seeded.world.user(session, "dsl.south"), period)
+        as_head = figures_for_user(session, head, period)
+        as_dsl = figures_for_user(session, seeded.world.user(session, "dsl.amber"), period)
         assert figures_for_user(session, seeded.world.user(session, "tech.evan"), period) is None
         governors = figures_for_user(session, seeded.world.user(session, "gov.fern"), period, governors_report=True)
     assert [s.name for s in south.sites] == ["Southbank"] and south.whole.total > 0
     assert [s.name for s in governors.sites] == ["Northfield"]
+    # Alerts about staff are counted for the head and the governors, never for other readers.
+    staff_device = next(d for d in as_head.devices if d.hostname == "STAFFROOM-THORNCASTLE")
+    assert staff_device.tally.total == 2
+    assert as_dsl.whole.total == as_head.whole.total - 2 == governors.whole.total - 2
+    assert next(d for d in as_dsl.devices if d.hostname == "STAFFROOM-THORNCASTLE").tally.total == 0

@@ -32,7 +32,7 @@ def test_governors_report_holds_no_pupil_identifiers(seeded, cli, tmp_path):
     html, text = html_path.read_text(), _pdf_text(pdf_path)
     with Session(seeded.world.engine) as session:
         figures = build_figures(session, term_period("autumn", 2026))
-    forbidden = [*seeded.pupils, *seeded.hostnames, *seeded.agent_ids, *CONTENT, "PC-NORTH", "GONE-PC"]
+    forbidden = [*seeded.pupils, *seeded.staff_users, *seeded.hostnames, *seeded.agent_ids, *CONTENT, "GONE-PC"]
     for document in (html, text):
         lowered = document.lower()
         assert [f for f in forbidden if f.lower() in lowered] == []
@@ -52,6 +52,7 @@ def test_head_summary_lists_devices_but_never_content(seeded):
     for _site, hostname, pupil in PUPIL_DEVICES:
         assert hostname in fragment  # the head may see which device, never who typed what
         assert pupil not in fragment
+    assert not [u for u in seeded.staff_users if u in fragment]
     assert not [c for c in CONTENT if c in fragment]
     # Each chart is followed by the table behind it.
     for chart in ("head-categories", "head-severity", "head-trend"):
