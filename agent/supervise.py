@@ -23,6 +23,8 @@ SESSION_VARIABLES = ("DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DI
                      "DBUS_SESSION_BUS_ADDRESS", "HOME", "USER", "LOGNAME", "PATH", "LANG", "WARDWATCH_STATE")
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 600.0
+# Longer than systemd's RestartSec and launchd's throttle: the user's own supervisor gets the first chance.
+RESTART_GRACE_S = 10.0
 
 
 @dataclass
@@ -42,7 +44,6 @@ class HelperStopped:
     """A helper that died while the session it belonged to is still there."""
 
     record: HelperRecord
-    restarted_pid: int | None
     detail: str
 
 
@@ -86,9 +87,11 @@ def start_helper(record: HelperRecord) -> subprocess.Popen | None:
 
 
 class HelperSupervisor:
-    def __init__(self, restart: bool = True):
+    def __init__(self, restart: bool = True, grace_s: float = RESTART_GRACE_S):
         self.restart = restart
+        self.grace_s = grace_s
         self.helpers: dict[int, HelperRecord] = {}
+        self._due: list[tuple[float, HelperRecord]] = []
         self._children: list[subprocess.Popen] = []
 
     def on_hello(self, pid: int, username: str) -> None:
@@ -99,10 +102,11 @@ class HelperSupervisor:
             self.helpers[pid] = record
 
     def check(self) -> list[HelperStopped]:
-        """Find helpers that died; start them again if their session lives. Returns the stops to report."""
-        self._children = [c for c in self._children if c.poll() is None]
-        stopped = []
+        """Report helpers that died while their session lives, and start them again once the grace period shows
+        that nothing else (systemd --user, launchd, the logon task) did. Returns the stops to report."""
+        self._children = [c for c in self._children if c.poll() is None]  # reap
         now = time.monotonic()
+        stopped = []
         for pid, record in list(self.helpers.items()):
             if _alive(pid, record.created):
                 continue
@@ -110,26 +114,32 @@ class HelperSupervisor:
             if not _alive(record.parent_pid):
                 log.info("session helper of %s ended with its session", record.username)
                 continue
-            record.restarts = [t for t in record.restarts if now - t < RESTART_WINDOW_S]
-            child = None
-            if self.restart and len(record.restarts) < MAX_RESTARTS:
-                child = start_helper(record)
-            if child is not None:
-                record.restarts.append(now)
-                self._children.append(child)
-                # Kept under the new pid until it says hello, so its restart history is not lost.
-                self.helpers[child.pid] = HelperRecord(pid=child.pid, uid=record.uid, username=record.username,
-                                                       cmdline=record.cmdline, env=record.env,
-                                                       parent_pid=record.parent_pid, created=_created(child.pid),
-                                                       restarts=record.restarts)
             who = record.username or f"uid {record.uid}"
-            outcome = f"restarted as pid {child.pid}" if child else "not restarted"
-            detail = f"session helper (pid {pid}) of {who} stopped while the session was open; {outcome}"
-            stopped.append(HelperStopped(record=record, restarted_pid=child.pid if child else None, detail=detail))
+            stopped.append(HelperStopped(record=record, detail=f"session helper (pid {pid}) of {who} stopped while "
+                                                              "the session was open"))
+            self._due.append((now + self.grace_s, record))
+        for entry in [e for e in self._due if e[0] <= now]:
+            self._due.remove(entry)
+            self._restart(entry[1], now)
         return stopped
 
-    def close(self) -> None:
-        self._children = [c for c in self._children if c.poll() is None]
+    def _restart(self, record: HelperRecord, now: float) -> None:
+        if any(h.uid == record.uid for h in self.helpers.values()):
+            # The user's own supervisor brought one back: a second helper would double every alert.
+            log.info("session helper of %s is back already; not starting another", record.username)
+            return
+        record.restarts = [t for t in record.restarts if now - t < RESTART_WINDOW_S]
+        if not self.restart or len(record.restarts) >= MAX_RESTARTS or not _alive(record.parent_pid):
+            return
+        child = start_helper(record)
+        if child is None:
+            return
+        log.info("started the session helper of %s again (pid %d)", record.username, child.pid)
+        self._children.append(child)
+        # Kept under the new pid until it says hello, so its restart history is not lost.
+        self.helpers[child.pid] = HelperRecord(pid=child.pid, uid=record.uid, username=record.username,
+                                               cmdline=record.cmdline, env=record.env, parent_pid=record.parent_pid,
+                                               created=_created(child.pid), restarts=[*record.restarts, now])
 
 
 def _created(pid: int) -> float:

@@ -1,4 +1,5 @@
-"""The service notices a killed session helper, tells the technician, and starts it again while its session lives."""
+"""The service notices a killed session helper, tells the technician, and starts it again while its session lives
+unless the session's own supervisor (systemd --user, launchd, the logon task) did so first."""
 
 import os
 import signal
@@ -75,3 +76,23 @@ def test_a_helper_whose_session_ended_is_not_restarted(tmp_path, collector, agen
     wait_for(lambda: "ended with its session" in agent.log.read_text(), 30, "the service to notice the logout")
     assert _helpers(agent.state) == [] or all(p.status() == psutil.STATUS_ZOMBIE for p in _helpers(agent.state))
     assert not [a for a in collector.alerts() if a["rule"] == "coverage.helper-stopped"]
+
+
+def test_a_helper_brought_back_by_the_session_is_not_started_twice(tmp_path, collector, agents, helper_cleanup):
+    agent = Agent(tmp_path / "pc").enroll(collector.token())
+    agents.append(agent)
+    helper_cleanup.append(agent.state)
+    agent.start()
+    wait_for(lambda: (agent.state / "ipc").exists(), 30, "the service's local channel")
+    first = subprocess.Popen([sys.executable, str(STAND_IN), str(agent.state)])
+    wait_for(lambda: "session helper connected" in agent.log.read_text(), 30, "the helper's hello")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    # As systemd --user (Restart=always) or launchd would, within the service's grace period.
+    second = subprocess.Popen([sys.executable, str(STAND_IN), str(agent.state)])
+    wait_for(lambda: agent.log.read_text().count("session helper connected") == 2, 30, "the second hello")
+    wait_for(lambda: "is back already; not starting another" in agent.log.read_text(), 30,
+             "the service to see the helper back")
+    assert [p.pid for p in _helpers(agent.state)] == [second.pid]
+    wait_for(lambda: [a for a in collector.alerts() if a["rule"] == "coverage.helper-stopped"], 30,
+             "the helper-stopped coverage alert")
