@@ -59,6 +59,8 @@ class AgentService:
         self.instance_id = secrets.token_hex(8)
         self.uplink: Uplink | None = None
         self.wake = asyncio.Event()
+        self.heartbeat_now = asyncio.Event()  # set when the collector should hear news before the next beat
+        self.refused_bundles: set[str] = set()  # not fetched again until an operator publishes another
         self.stopping = asyncio.Event()
         self.gaps: dict[str, str] = {}
         self.last_contact: float | None = None
@@ -141,14 +143,15 @@ class AgentService:
                 self._contact()
                 backoff.reset()
                 latest = resp.latest_bundle_version
-                if latest and latest != self.bundles.current_version():
+                if latest and latest != self.bundles.current_version() and latest not in self.refused_bundles:
                     await self.update_bundle()
                 if resp.trust_bundle_sha256 and resp.trust_bundle_sha256 != self._trust_bundle_sha256():
                     # A CA rotation: renewing brings a certificate from the new CA and the new trust bundle.
                     await self.renew_certificate()
                 else:
                     await self.renew_if_due()
-                await self._sleep(resp.heartbeat_interval_s or HEARTBEAT_S)
+                self.heartbeat_now.clear()
+                await self._sleep(resp.heartbeat_interval_s or HEARTBEAT_S, self.heartbeat_now)
             except grpc.RpcError as exc:
                 self._error(describe_rpc_error(exc, self.config["address"]))
                 await self._sleep(backoff.next_delay())
@@ -261,10 +264,15 @@ class AgentService:
         ok, detail = await asyncio.to_thread(self.bundles.install, resp.version, resp.bundle, resp.signature,
                                              public_key)
         if ok:
+            self.gaps.pop("bundle-refused", None)
+            self.heartbeat_now.set()  # the collector learns the version this agent runs right away
             self.signer = Signer(key=self.signer.key, agent_id=self.signer.agent_id, age_band=self.signer.age_band,
                                  bundle_version=resp.version)
         else:
             log.error("refused keyword bundle %s: %s", resp.version, detail)
+            self.refused_bundles.add(resp.version)
+            self.gaps["bundle-refused"] = detail[:200]
+            self.heartbeat_now.set()
         return ok, detail
 
     async def renew_if_due(self) -> None:
