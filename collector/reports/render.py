@@ -37,6 +37,11 @@ def duration(seconds: float | None) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
+def spoken_duration(seconds: float | None) -> str:
+    """The same, for a sentence: a dash reads badly in prose."""
+    return "none yet" if seconds is None else duration(seconds)
+
+
 def _day(value: dt.date | dt.datetime) -> str:
     return f"{value:%a %d %b %Y}"
 
@@ -48,7 +53,7 @@ def _when(value: dt.datetime | None) -> str:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(duration=duration, day=_day, when=_when,
+    env.filters.update(duration=duration, spoken_duration=spoken_duration, day=_day, when=_when,
                        category_label=lambda c: CATEGORY_LABELS.get(c, c or "(none)"),
                        severity_label=lambda s: SEVERITY_LABELS.get(s, ""),
                        outcome_label=lambda o: OUTCOMES.get(o, o))

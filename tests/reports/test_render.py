@@ -110,3 +110,24 @@ def test_bad_report_arguments_are_one_line_errors(seeded, cli, tmp_path):
         code, out, err = cli(*args)
         assert (code, out) == (2, ""), args
         assert len(err.strip().splitlines()) == 1 and message in err, (args, err)
+
+
+@sqlite_only
+def test_a_quiet_term_still_reads_well(store_engine, tmp_path):
+    with Session(store_engine) as session:
+        figures = build_figures(session, term_period("spring", 2025))
+    html = render.render_governors_html(figures, "Riverside Learning Trust")
+    pdf = tmp_path / "quiet.pdf"
+    pdf.write_bytes(render.html_to_pdf(html))
+    text = " ".join(_pdf_text(pdf).split())
+    assert "No alert of this period has been reviewed yet." in text
+    assert "No keyword alerts in this period." in text and "No alerts in this period" in text
+    assert len(figures.weeks) == 14 and not any(w.total for w in figures.weeks)
+
+
+@sqlite_only
+def test_weekly_summary_prints_without_sending(seeded, cli):
+    code, out, _ = cli("report", "weekly", "--week-of", "2026-11-18")
+    assert code == 0
+    assert out.startswith("WardWatch weekly summary: Northfield, Southbank, 16 Nov 2026 to 22 Nov 2026")
+    assert not [x for x in (*seeded.pupils, *seeded.staff_users, *seeded.hostnames) if x in out]
