@@ -128,7 +128,7 @@ class KeyboardCapture:
         self.on_key = on_key
         self.capture_clicks = capture_clicks
         self.raw: queue.Queue = events if events is not None else queue.Queue(maxsize=RAW_QUEUE_LIMIT)
-        self.overflowed = 0
+        self.keys_lost = 0  # queue full, or an error in the callback: counted, never raised into the listener
         self.restarts = 0
         self.last_event_at = time.monotonic()
         self._stop = threading.Event()
@@ -142,10 +142,8 @@ class KeyboardCapture:
     def _enqueue(self, key, pressed: bool, injected: bool) -> None:
         try:
             self.raw.put_nowait(("raw", (time.time(), key, pressed, bool(injected))))
-        except queue.Full:
-            self.overflowed += 1
-        except Exception:  # an exception here would stop the listener; losing one key is better
-            self.overflowed += 1
+        except Exception:  # queue.Full included: an exception here would stop the listener; losing a key is better
+            self.keys_lost += 1
 
     def _on_press(self, key, injected=False) -> None:
         self._enqueue(key, True, injected)

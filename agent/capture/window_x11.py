@@ -68,6 +68,9 @@ def decode_title(data: bytes | str, type_name: str) -> str:
     return data.decode("utf-8", "replace")
 
 
+NO_WINDOW = ActiveWindow(title="", application="", pid=None, window_id=None)
+
+
 class X11WindowWatcher(WindowWatcher):
     def __init__(self, callback: WindowCallback, display_name: str | None = None,
                  on_lost: Callable[[], None] | None = None):
@@ -78,6 +81,7 @@ class X11WindowWatcher(WindowWatcher):
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
+        self._atom_names: dict[int, str] = {}
 
     def start(self) -> None:
         """Connect and read the current window before returning, so the first report is not lost."""
@@ -181,6 +185,8 @@ class X11WindowWatcher(WindowWatcher):
     def _follow_active(self) -> None:
         window = self._active_window()
         if window is None:
+            if self._ewmh:  # focus on the desktop itself: what is typed now belongs to no window
+                self._report(NO_WINDOW)
             return
         if self._watched is None or window.id != self._watched.id:
             try:
@@ -208,10 +214,9 @@ class X11WindowWatcher(WindowWatcher):
         return ActiveWindow(title=title, application=application, pid=pid, window_id=window.id)
 
     def _atom_name(self, atom: int) -> str:
-        names = self.__dict__.setdefault("_atom_names", {})
-        if atom not in names:
-            names[atom] = self._d.get_atom_name(atom)
-        return names[atom]
+        if atom not in self._atom_names:  # property types repeat; ask the server once per type
+            self._atom_names[atom] = self._d.get_atom_name(atom)
+        return self._atom_names[atom]
 
     def _title(self, window) -> str:
         for atom_name in ("_NET_WM_NAME", "WM_NAME"):
