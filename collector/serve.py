@@ -21,6 +21,7 @@ from collector.errors import CollectorError
 from collector.gateway import AgentGateway
 from collector.pki import CollectorPki, PkiPaths
 from collector.protect.schedule import start_retention_schedule
+from collector.reports.schedule import weekly_task
 from protos import wardwatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("wardwatch.serve")
@@ -89,7 +90,9 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
                  "web": "", "pid": os.getpid()}
     if web_listen is not None:  # the first (or only) worker publishes where it is, as soon as agents can enrol
         _publish(cfg, endpoints)
-    start_retention_schedule(cfg, engine)  # daily; with several replicas one runs it (lock + last-run time)
+    # Daily retention and the weekly summary: safe on every worker and replica (each takes a claim first).
+    schedules = [task for task in (start_retention_schedule(cfg, engine),
+                                   asyncio.create_task(weekly_task(cfg, engine), name="wardwatch-weekly")) if task]
 
     web_task = None
     web_url = ""
@@ -108,6 +111,8 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: finishing calls in flight")
+    for task in schedules:
+        task.cancel()
     await server.stop(grace=5)
     if web_task is not None:
         web_task.cancel()
