@@ -44,8 +44,9 @@ DEFAULT_NOTICE = (
 )
 
 
-class SessionStop(Exception):
-    """SIGTERM/SIGINT: finish the current stretch of text, deliver what is queued and leave."""
+class SessionStop(BaseException):
+    """SIGTERM/SIGINT: finish the current stretch of text, deliver what is queued and leave. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way (a notice that fails, a bad event) swallows it."""
 
 
 # ---------------------------------------------------------------------------------------------- configuration
@@ -353,13 +354,13 @@ def cmd_session(args: argparse.Namespace) -> int:
     client = MatchClient(socket_path_for(state_dir), state_dir,
                          hello={"pid": os.getpid(), "session_type": session.value, "version": __version__})
     client.start()
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
-    text, version = notice_text_and_version(config)
-    shown = show_notice(session, text)
-    client.send({"type": "notice", "text_version": version, "shown_on_screen": shown})
-    log.info("session helper started (%s session, state %s, age band %s)", session.value, state_dir, age_band)
     try:
+        signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGINT, _raise_stop)
+        text, version = notice_text_and_version(config)
+        shown = show_notice(session, text)
+        client.send({"type": "notice", "text_version": version, "shown_on_screen": shown})
+        log.info("session helper started (%s session, state %s, age band %s)", session.value, state_dir, age_band)
         if not keystrokes_supported(session):
             return _idle_without_capture(client, session)
         return _capture(client, session, state_dir, config, policy, age_band)

@@ -6,9 +6,11 @@ the process test runs `wardwatch-agent session` itself with the real detection e
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -193,3 +195,40 @@ def test_the_session_command_without_a_desktop_is_one_clear_line(state_dir):
                           text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "no desktop session" in done.stderr
+
+
+@pytest.mark.desktop
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_a_pupils_helper_is_named_by_the_kernel_not_by_itself(desktop):
+    """The helper runs as an ordinary user against a root-owned state directory, as in a school: it can reach the
+    socket, and the service learns the user from SO_PEERCRED."""
+    import pwd
+
+    state = Path(tempfile.mkdtemp(prefix="ww-pupil-"))
+    try:
+        os.chmod(state, 0o755)
+        (state / "ipc").mkdir(mode=0o755)
+        service = ServiceThread(state / "ipc" / "session.sock").start()
+        try:
+            pupil = pwd.getpwnam("nobody")
+            helper = subprocess.Popen(["setpriv", f"--reuid={pupil.pw_uid}", f"--regid={pupil.pw_gid}",
+                                       "--clear-groups", *agent_command(), "--state", str(state), "session"],
+                                      env={**desktop.env, "HOME": "/nonexistent"}, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT)
+            try:
+                hello = wait_for(lambda: [(m, p) for m, p in service.received if m["type"] == "hello"], 60,
+                                 "the pupil's helper to connect")
+                _message, peer = hello[0]
+                assert (peer.uid, peer.username, peer.pid) == (pupil.pw_uid, "nobody", helper.pid)
+                helper.send_signal(signal.SIGTERM)
+                output = helper.communicate(timeout=30)[0].decode()
+                assert helper.returncode == 0, output
+                assert "Traceback" not in output
+            finally:
+                if helper.poll() is None:
+                    helper.kill()
+                    helper.wait(10)
+        finally:
+            service.stop()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
