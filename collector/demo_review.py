@@ -19,6 +19,7 @@ from collector import audit, notify
 from collector.accounts import create_user, set_site_contacts
 from collector.config import CollectorConfig
 from collector.ingest import KIND_NAMES, VerifiedAlert, row_values
+from collector.protect import keys as content_keys
 from collector.store.alerts import insert_alerts
 from collector.store.models import Agent, Alert, Site
 from collector.store.models_review import User
@@ -95,6 +96,8 @@ def add_signed_alert(session: Session, agent: Agent, key: ed25519.Ed25519Private
 def seed_review_demo(config: CollectorConfig, engine: Engine, console_url: str) -> list[str]:
     """Create the demo staff, on-call list and alerts; return the lines to print. Safe to run twice."""
     audit.use_data_dir(config.data_dir)
+    # The demo alerts' content is sealed at rest: under the data directory's key, so `serve` can read it back.
+    content_keys.use_data_dir(config.data_dir, engine)
     base = console_url.rstrip("/")
     lines = [f"Review console: {base}/"]
     with audit.write_session(engine) as session:
