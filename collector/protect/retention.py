@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import Engine, Table, delete, func, select, text
 from sqlalchemy.orm import Session
@@ -134,7 +134,7 @@ def run_retention(engine: Engine, policy: RetentionPolicy, now: dt.datetime | No
         counts = Counter({rule: len(ids) for rule, ids in report.due.items()})
         audit.append(session, actor, "retention.run", "retention",
                      {"deleted": report.deleted, "by_rule": dict(sorted(counts.items())),
-                      "policy": policy.__dict__})
+                      "policy": asdict(policy)})
         setting = session.get(FleetSetting, LAST_RUN_SETTING)
         if setting is None:
             session.add(FleetSetting(name=LAST_RUN_SETTING, value=now.isoformat(), updated_at=now))

@@ -151,3 +151,20 @@ def test_migration_0004_seals_rows_stored_before_it(db_url, ring, tmp_path):
             assert one.payload == f"payload {MATCHED}".encode()
     finally:
         engine.dispose()
+
+
+def test_migration_0004_downgrade_gives_the_plain_columns_back(school, store_engine):
+    from alembic import command
+
+    from collector.store.db import alembic_config
+
+    alert_id = school(matched=MATCHED, context=CONTEXT, title=TITLE, app=APP)
+    with store_engine.begin() as conn:
+        cfg = alembic_config(store_engine.url.render_as_string(hide_password=False))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    with store_engine.connect() as conn:
+        row = conn.execute(text("SELECT matched, context, window_title, application, details FROM alerts "
+                                "WHERE id = :id"), {"id": alert_id}).one()
+    assert tuple(row[:4]) == (MATCHED, CONTEXT, TITLE, APP)
+    assert row[4] in ({}, "{}")  # psycopg parses JSON; SQLite gives the text

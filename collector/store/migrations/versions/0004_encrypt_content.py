@@ -72,7 +72,8 @@ def downgrade() -> None:
         ring = lasting_keyring()
         for sealed in SEALED_COLUMNS:
             transform_column(bind, sealed, sealed_to_plain(ring, sealed))
-        # Empty JSON was stored as no bytes; the old column type wants text that parses.
-        bind.execute(sa.text("UPDATE alerts SET details = :empty WHERE length(details) = 0"),
-                     {"empty": b"{}"})
     _retype(bind, to_binary=False)
+    if bind.dialect.name == "sqlite":
+        # The plain values went back as blobs; JSON wants text that parses, and an empty value was an empty dict.
+        op.execute("UPDATE alerts SET details = CASE WHEN length(details) = 0 THEN '{}' "
+                   "ELSE CAST(details AS TEXT) END")
