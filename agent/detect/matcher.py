@@ -258,9 +258,12 @@ class CompiledLibrary:
             global_allow = [h for h in raw if h.kind == ALLOW_GLOBAL]
             rule_allow = [h for h in raw if h.kind == ALLOW_RULE]
             context = [h for h in raw if h.kind == CONTEXT]
+            # A global allow protects an innocent word that CONTAINS a concerning one (Scunthorpe, therapist), so it
+            # cancels only hits inside it: "my therapist about my cuts" must still raise. A rule's own allow is
+            # written against that rule ("cut my hair" for "want to cut") and cancels any hit it overlaps.
             candidates = [
                 h for h in candidates
-                if not any(_overlap(h, a) for a in global_allow)
+                if not any(_inside(h, a) for a in global_allow)
                 and not any(a.index == h.index and _overlap(h, a) for a in rule_allow)
             ]
         text = folded.text
@@ -296,6 +299,10 @@ class CompiledLibrary:
 
 def _overlap(a: _VariantHit, b: _VariantHit) -> bool:
     return a.start <= b.end and b.start <= a.end
+
+
+def _inside(hit: _VariantHit, allow: _VariantHit) -> bool:
+    return allow.start <= hit.start and hit.end <= allow.end
 
 
 def _inside_run(runs: tuple[tuple[int, int], ...], start: int, end: int) -> bool:

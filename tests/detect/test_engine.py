@@ -216,3 +216,18 @@ def test_a_longer_hit_supersedes_a_contained_one_only_when_it_says_more(library_
     assert rules(engine.scan("you are a slurword")) == ["bullying.directed", "discrimination.slur"]
     # more severe, other category: "kill" (violence, 3) inside "kill myself" (suicide, 4) is dropped
     assert rules(engine.scan("i will kill myself")) == ["suicide.suicide"]
+
+
+def test_global_allow_cancels_only_hits_inside_it(library_copy):
+    """A global allow protects a word that contains a concerning one; it must not swallow a longer phrase around it."""
+    (library_copy / "allow.toml").write_text(
+        '[library]\ncategory = "allow"\nschema = 1\n\n[[allow]]\nphrases = ["therapist"]\nnote = "fixture"\n')
+    (library_copy / "self-harm.toml").write_text(
+        '[library]\ncategory = "self-harm"\nschema = 1\n\n'
+        '[[rule]]\nid = "self-harm.fixture-disclosure"\nphrases = ["my therapist about my cuts"]\nseverity = 3\n'
+        'note = "fixture"\n\n'
+        '[[rule]]\nid = "self-harm.fixture-word"\nphrases = ["rapist"]\nmode = "substring"\nseverity = 3\n'
+        'note = "fixture"\n')
+    engine = Engine.from_signatures(library_copy, profile="secondary")
+    assert rules(engine.scan("i told my therapist about my cuts")) == ["self-harm.fixture-disclosure"]
+    assert rules(engine.scan("how do you spell therapist")) == []
