@@ -26,7 +26,8 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     with open_store(args) as (cfg, engine):
         audit.use_data_dir(cfg.data_dir)
         with audit.write_session(engine) as session:
-            link = create_user(session, args.username, args.role, args.site, args.name, args.email)
+            link = create_user(session, args.username, args.role, args.site, args.name, args.email,
+                               school_login=args.school_login)
             audit.append(session, CLI_ACTOR, "user.add", f"user:{link.user.username}",
                          {"role": link.user.role, "sites": [s.name for s in link.user.sites]})
         print(f"Account {link.user.username} ({link.user.role}) created. Send this one-time setup link to them "

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--site", action="append", default=[], help="site the user may see (repeatable)")
     s.add_argument("--name", default="", help="display name")
     s.add_argument("--email", default="", help="e-mail for imminent-risk paging and reports")
+    s.add_argument("--school-login", default=None,
+                   help="their login on school PCs (default: the username); nobody reviews alerts about themselves")
     s.set_defaults(func=_handler("collector.accounts_cli:cmd_user_add"))
     s = us.add_parser("list", help="list accounts")
     s.add_argument("--json", action="store_true")
