@@ -84,20 +84,23 @@ def notice_text_and_version(config: dict[str, Any]) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------- the engine
 
 
-class BundleFiles:
-    """The service's current bundle, and a cheap way to notice that it installed a new one."""
+class FileWatch:
+    """Notices that files were replaced or changed, with one stat() per file per check."""
 
-    def __init__(self, state_dir: Path):
-        self.bundle = state_dir / "bundle" / "current.wwb"
-        self.signature = state_dir / "bundle" / "current.sig"
+    def __init__(self, *paths: Path):
+        self.paths = paths
         self._seen = self.fingerprint()
 
     def fingerprint(self) -> tuple:
-        try:
-            stats = [os.stat(p) for p in (self.bundle, self.signature)]
-        except FileNotFoundError:
-            return ()
-        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
+        marks = []
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                marks.append(None)
+                continue
+            marks.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(marks)
 
     def changed(self) -> bool:
         now = self.fingerprint()
@@ -105,6 +108,15 @@ class BundleFiles:
             return False
         self._seen = now
         return True
+
+
+class BundleFiles(FileWatch):
+    """The service's current bundle and its signature, watched for the service installing a new one."""
+
+    def __init__(self, state_dir: Path):
+        self.bundle = state_dir / "bundle" / "current.wwb"
+        self.signature = state_dir / "bundle" / "current.sig"
+        super().__init__(self.bundle, self.signature)
 
 
 def packaged_signatures_dir() -> Path:
@@ -168,7 +180,8 @@ class SessionHelper:
 
     def __init__(self, engine, send: Callable[[dict], Any], policy: PrivacyPolicy, age_band: str,
                  password_field_focused: Callable[[], bool] | None = None,
-                 reload_engine: Callable[[], Any] | None = None, bundle_files: BundleFiles | None = None):
+                 reload_engine: Callable[[], Any] | None = None, bundle_files: BundleFiles | None = None,
+                 reload_policy: Callable[[], PrivacyPolicy] | None = None, settings: FileWatch | None = None):
         self.engine = engine
         self.kb = engine.keystroke_buffer()
         self.send = send
@@ -177,6 +190,8 @@ class SessionHelper:
         self.password_field_focused = password_field_focused
         self.reload_engine = reload_engine
         self.bundle_files = bundle_files
+        self.reload_policy = reload_policy
+        self.settings = settings
         # Keys, raw keys and window changes, in the order they happened; bounded so that a stalled engine cannot
         # grow memory without limit (a full queue drops keys at the listener, never blocks it).
         self.events: queue.Queue = queue.Queue(maxsize=RAW_QUEUE_LIMIT)
@@ -209,7 +224,7 @@ class SessionHelper:
             try:
                 kind, payload = self.events.get(timeout=max(0.1, self._next_bundle_check - time.monotonic()))
             except queue.Empty:
-                self.check_bundle()
+                self.check_updates()
                 continue
             if kind == "stop":
                 return
@@ -229,7 +244,7 @@ class SessionHelper:
         except Exception as exc:  # one bad event must not end monitoring; its content is not logged
             log.error("could not process a %s event: %s", kind, type(exc).__name__)
         if time.monotonic() >= self._next_bundle_check:
-            self.check_bundle()
+            self.check_updates()
 
     def handle_key(self, event: KeyEvent) -> None:
         password_field = bool(self.password_field_focused and self.password_field_focused())
@@ -284,8 +299,23 @@ class SessionHelper:
     def flush(self) -> None:
         self.report(self.kb.flush(), self.window, injected=self.injected_in_segment)
 
-    def check_bundle(self) -> None:
+    def check_updates(self) -> None:
+        """Pick up a new bundle or new privacy settings (both are written by the service)."""
         self._next_bundle_check = time.monotonic() + BUNDLE_CHECK_S
+        self.check_settings()
+        self.check_bundle()
+
+    def check_settings(self) -> None:
+        if self.settings is None or self.reload_policy is None or not self.settings.changed():
+            return
+        try:
+            self.policy = self.reload_policy()
+        except ValueError as exc:
+            log.error("new privacy settings not used (%s); keeping the current ones", exc)
+            return
+        log.info("privacy settings reloaded")
+
+    def check_bundle(self) -> None:
         if self.bundle_files is None or self.reload_engine is None or not self.bundle_files.changed():
             return
         try:
@@ -392,7 +422,9 @@ def _capture(client, session: SessionType, state_dir: Path, config: dict[str, An
         raise AgentError(f"the keyword libraries could not be loaded: {exc}") from exc
     helper = SessionHelper(engine, client.send, policy, age_band, password_field_focused=password_check_for(session),
                            reload_engine=lambda: load_engine(state_dir, age_band, read_agent_config(state_dir)),
-                           bundle_files=BundleFiles(state_dir))
+                           bundle_files=BundleFiles(state_dir),
+                           reload_policy=lambda: PrivacyPolicy.from_config(read_agent_config(state_dir)),
+                           settings=FileWatch(state_dir / "agent.json"))
     watcher = create_window_watcher(session, helper.on_window, on_lost=helper.stop)
     keyboard = KeyboardCapture(events=helper.events)  # keys go straight onto the helper's queue
     helper.translate_raw = keyboard.translate

@@ -190,3 +190,25 @@ def test_matches_from_injected_keys_say_so():
     helper.handle("window", NOTES)
     type_text(helper, "kill myself\n")
     assert [m.get("injected", False) for m in sent] == [True, True, False]
+
+
+def test_privacy_settings_written_by_the_service_apply_without_a_restart(tmp_path):
+    from agent.session import FileWatch
+
+    config = tmp_path / "agent.json"
+    config.write_text("{}")
+    engine = FakeEngine()
+    helper, sent = helper_with(engine, settings=FileWatch(config),
+                               reload_policy=lambda: PrivacyPolicy.from_config(read_agent_config(tmp_path)))
+    notes_app = ActiveWindow("Counselling notes", "counselling-notes", 3, 3)
+    helper.handle("window", notes_app)
+    type_text(helper, "kill myself\n")
+    assert len(sent) == 1
+    config.write_text('{"privacy": {"excluded_applications": ["counselling-notes"]}, "extra": 1}')
+    helper.check_updates()
+    type_text(helper, "kill myself\n")
+    assert len(sent) == 1 and helper.keys_dropped == len("kill myself\n")
+    config.write_text('{"privacy": {"excluded_titles": ["re:(broken"]}}')
+    helper.check_updates()  # refused, with the previous settings kept
+    type_text(helper, "kill myself\n")
+    assert len(sent) == 1
