@@ -140,6 +140,8 @@ class KeyboardCapture:
     # ------------------------------------------------------------------ listener callbacks: queue only
 
     def _enqueue(self, key, pressed: bool, injected: bool) -> None:
+        # Stamped here, not by the worker: the watchdog asks whether the hook is alive, not whether we are busy.
+        self.last_event_at = time.monotonic()
         try:
             self.raw.put_nowait(("raw", (time.time(), key, pressed, bool(injected))))
         except Exception:  # queue.Full included: an exception here would stop the listener; losing a key is better
@@ -219,7 +221,6 @@ class KeyboardCapture:
         """A raw `(time, key, pressed, injected)` from the listener as an engine key, or None (releases, modifiers,
         keys the engine has no use for). Call from one thread only: it tracks which modifiers are held."""
         stamp, key, pressed, injected = item
-        self.last_event_at = time.monotonic()
         if key == "click":
             name = "click"
         else:
