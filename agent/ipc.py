@@ -37,6 +37,7 @@ MESSAGE_TYPES = frozenset({"match", "coverage", "notice", "hello"})
 OUTBOX_LIMIT = 1_000
 PROTECTED_SEVERITY = 4  # alerts at 4-5 (high, imminent risk) are never dropped for lack of room
 RESEND_AFTER_S = 30.0   # an unacknowledged message is sent again (the service may have failed to spool it)
+MAX_CONNECTIONS = 64    # one helper per logged-in user; more is someone trying to exhaust the service's descriptors
 
 
 def socket_path_for(state_dir: Path) -> Path:
@@ -103,9 +104,11 @@ class MatchServer:
     asyncio is imported where it is used: the session helper imports this module too, and asyncio (with ssl) would
     add some 8 MB to every logged-in user's helper for a server it never runs."""
 
-    def __init__(self, socket_path: Path, on_message: Callable[[dict, PeerCred], Awaitable[None]]):
+    def __init__(self, socket_path: Path, on_message: Callable[[dict, PeerCred], Awaitable[None]],
+                 max_connections: int = MAX_CONNECTIONS):
         self.socket_path = Path(socket_path)
         self.on_message = on_message
+        self.max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
 
@@ -140,6 +143,10 @@ class MatchServer:
         import asyncio
 
         task = asyncio.current_task()
+        if len(self._connections) >= self.max_connections:
+            log.warning("refused a session channel connection: %d already open", len(self._connections))
+            writer.close()
+            return
         if task is not None:
             self._connections.add(task)
         try:

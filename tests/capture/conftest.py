@@ -35,8 +35,9 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str =
 class ServiceThread:
     """A MatchServer in its own event loop, as the agent service runs it, recording what it is given."""
 
-    def __init__(self, socket_path: Path, fail_first: int = 0):
+    def __init__(self, socket_path: Path, fail_first: int = 0, max_connections: int = 64):
         self.socket_path = socket_path
+        self.max_connections = max_connections
         self.received: list[tuple[dict, PeerCred]] = []
         self.fail_first = fail_first
         self.loop = asyncio.new_event_loop()
@@ -51,7 +52,7 @@ class ServiceThread:
 
     def start(self) -> ServiceThread:
         self.thread.start()
-        self.server = MatchServer(self.socket_path, self.on_message)
+        self.server = MatchServer(self.socket_path, self.on_message, max_connections=self.max_connections)
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
         return self
 

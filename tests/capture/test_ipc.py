@@ -169,3 +169,30 @@ def test_outbox_resends_only_after_a_reconnect_or_a_long_silence():
     box.unsend_all()
     assert [m["msg_id"] for m in box.due(now=132.0)] == ["a"]
     assert box.ack("a") and len(box) == 0
+
+
+def test_connections_beyond_the_limit_are_refused_and_the_others_keep_working(state_dir):
+    sock = state_dir / "ipc" / "session.sock"
+    service = ServiceThread(sock, max_connections=3).start()
+    held = []
+    try:
+        for n in range(3):
+            raw = socket.socket(socket.AF_UNIX)
+            raw.connect(str(sock))
+            raw.sendall(json.dumps({"type": "notice", "msg_id": n, "text_version": "v"}).encode() + b"\n")
+            assert json.loads(raw.makefile().readline()) == {"ack": n}  # connected and served
+            held.append(raw)
+        with socket.socket(socket.AF_UNIX) as extra:
+            extra.connect(str(sock))
+            extra.settimeout(10)
+            assert extra.recv(10) == b""  # closed at once
+        held.pop().close()
+        wait_for(lambda: len(service.server._connections) < 3, 10, "the closed connection to be noticed")
+        with socket.socket(socket.AF_UNIX) as again:
+            again.connect(str(sock))
+            again.sendall(json.dumps({"type": "notice", "msg_id": "late", "text_version": "v"}).encode() + b"\n")
+            assert json.loads(again.makefile().readline()) == {"ack": "late"}
+    finally:
+        for raw in held:
+            raw.close()
+        service.stop()
