@@ -68,7 +68,13 @@ class Collector:
             "--web", f"127.0.0.1:{self.web_port}", "--workers", str(workers)]
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: endpoints.exists() or self.proc.poll() is not None, 30, "the collector to listen")
+        def published() -> bool:  # gRPC first, the console's address a moment later
+            try:
+                return bool(json.loads(endpoints.read_text()).get("web"))
+            except (OSError, ValueError):
+                return False
+
+        wait_for(lambda: published() or self.proc.poll() is not None, 30, "the collector and its console")
         if self.proc.poll() is not None:
             raise AssertionError(f"collector exited {self.proc.returncode}:\n{self.log.read_text()[-2000:]}")
         return self
