@@ -142,6 +142,15 @@ def load_bundle_engine(files: BundleFiles, public_key_der: bytes, profile: str):
     return Engine.from_library(library, profile=profile)
 
 
+def reload_bundle_engine(state_dir: Path, profile: str):
+    """The bundle the service just installed; raises if it does not verify, so that the running one stays (a reload
+    never falls back to the built-in libraries, which may be older than the bundle in use)."""
+    key_b64 = read_agent_config(state_dir).get("bundle_public_key")
+    if not key_b64:
+        raise ValueError("no bundle key in agent.json")
+    return load_bundle_engine(BundleFiles(state_dir), base64.b64decode(key_b64), profile)
+
+
 def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
     """The service's verified bundle if there is one, else the libraries shipped in the package."""
     from agent.detect import Engine
@@ -421,7 +430,7 @@ def _capture(client, session: SessionType, state_dir: Path, config: dict[str, An
         client.send({"type": "coverage", "gap": "detection-unavailable", "detail": type(exc).__name__})
         raise AgentError(f"the keyword libraries could not be loaded: {exc}") from exc
     helper = SessionHelper(engine, client.send, policy, age_band, password_field_focused=password_check_for(session),
-                           reload_engine=lambda: load_engine(state_dir, age_band, read_agent_config(state_dir)),
+                           reload_engine=lambda: reload_bundle_engine(state_dir, age_band),
                            bundle_files=BundleFiles(state_dir),
                            reload_policy=lambda: PrivacyPolicy.from_config(read_agent_config(state_dir)),
                            settings=FileWatch(state_dir / "agent.json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from agent.capture.keyboard import KeyEvent
@@ -212,3 +213,17 @@ def test_privacy_settings_written_by_the_service_apply_without_a_restart(tmp_pat
     helper.check_updates()  # refused, with the previous settings kept
     type_text(helper, "kill myself\n")
     assert len(sent) == 1
+
+
+def test_a_new_bundle_that_does_not_verify_keeps_the_running_one(tmp_path):
+    from agent.session import load_engine, reload_bundle_engine
+
+    config = write_bundle(tmp_path, "2026.11.1")
+    (tmp_path / "agent.json").write_text(json.dumps(config))
+    helper, _sent = helper_with(load_engine(tmp_path, "secondary", config),
+                                reload_engine=lambda: reload_bundle_engine(tmp_path, "secondary"),
+                                bundle_files=BundleFiles(tmp_path))
+    bundle = tmp_path / "bundle" / "current.wwb"
+    bundle.write_bytes(bundle.read_bytes()[:-1] + b"\x00")  # tampered in place
+    helper.check_bundle()
+    assert helper.engine.version == "2026.11.1"
