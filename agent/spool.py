@@ -146,6 +146,9 @@ class Spool:
         now = time.time()
         with self._lock:
             db = self._db
+            # A read first: an idle spool must not take the write lock (and an fsync) on every poll.
+            if db.execute("SELECT 1 FROM outbox WHERE lease_until <= ? LIMIT 1", (now,)).fetchone() is None:
+                return []
             db.execute("BEGIN IMMEDIATE")
             rows = db.execute("SELECT seq, envelope FROM outbox WHERE lease_until <= ? "
                               "ORDER BY severity DESC, seq LIMIT ?", (now, max_items)).fetchall()
@@ -189,6 +192,8 @@ class Spool:
         """If alerts were dropped, queue one signed 'dropped N' alert and reset the count, atomically."""
         with self._lock:
             db = self._db
+            if db.execute("SELECT 1 FROM dropped WHERE id = 1").fetchone() is None:
+                return None
             db.execute("BEGIN IMMEDIATE")
             row = db.execute("SELECT count, first_seq, last_seq, max_severity FROM dropped WHERE id = 1").fetchone()
             if row is None:

@@ -128,15 +128,16 @@ def store_url(collector: Collector) -> str:
     return collector.db_url or f"sqlite:///{collector.data / 'wardwatch.db'}"
 
 
-def stored_seqs(collector: Collector, agent_id: str) -> list[int]:
-    """Every stored seq of one agent, read straight from the database (fast enough for thousands)."""
+def stored_seqs(collector: Collector, agent_id: str, kind: str | None = "test") -> list[int]:
+    """Stored seqs of one agent's alerts of one kind (default: those queue_alerts makes), straight from the
+    database. The service adds alerts of its own (service-stopped, USB inventory), which tests must not count."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(store_url(collector))
+    query = "SELECT seq FROM alerts WHERE agent_id = :a" + (" AND kind = :k" if kind else "") + " ORDER BY seq"
     try:
         with engine.connect() as conn:
-            return [r[0] for r in conn.execute(text("SELECT seq FROM alerts WHERE agent_id = :a ORDER BY seq"),
-                                               {"a": agent_id})]
+            return [r[0] for r in conn.execute(text(query), {"a": agent_id, "k": kind})]
     finally:
         engine.dispose()
 
