@@ -73,6 +73,7 @@ def main() -> int:
     web = json.loads(endpoints.read_text()).get("web")
     if web:
         print(f"  review console        {web}  (certificate from the demo's own CA: accept it in the browser)")
+    extra = [line for line in extra if not line.lower().startswith("review console")]
     for line in extra:
         print(f"  {line}")
     print("  stored alerts:\n    " + "\n    ".join(alerts.splitlines()))
