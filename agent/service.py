@@ -457,7 +457,7 @@ def alert_from_match(message: dict, user: str, age_band: str) -> pb.Alert:
         source=SOURCES.get(str(m.get("source", "typed")), pb.TEXT_SOURCE_TYPED),
         window_title=str(message.get("window_title", ""))[:500],
         application=str(message.get("application", ""))[:255], user=user,
-        age_band=str(message.get("age_band") or age_band)[:16],
+        age_band=str(message.get("age_band") or age_band)[:16], injected=bool(message.get("injected")),
     )
 
 

@@ -90,6 +90,8 @@ def row_values(v: VerifiedAlert, alert_id: str, site_id: int, received_at: dt.da
     if a.HasField("dropped"):
         details["dropped"] = {"count": a.dropped.count, "first_seq": a.dropped.first_seq,
                               "last_seq": a.dropped.last_seq, "max_severity": a.dropped.max_severity}
+    if a.injected:
+        details["injected"] = True
     created = a.created_at.ToDatetime(tzinfo=dt.UTC) if a.HasField("created_at") else received_at
     return {
         "id": alert_id, "agent_id": a.agent_id, "seq": a.seq, "site_id": site_id,

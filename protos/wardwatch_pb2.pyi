@@ -101,7 +101,7 @@ class HostInfo(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., os: _Optional[str] = ..., os_version: _Optional[str] = ..., agent_version: _Optional[str] = ..., machine_id: _Optional[str] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("agent_id", "seq", "created_at", "hostname", "user", "kind", "category", "severity", "rule", "confidence", "matched", "context", "source", "window_title", "application", "bundle_version", "age_band", "agent_version", "usb", "coverage", "dropped")
+    __slots__ = ("agent_id", "seq", "created_at", "hostname", "user", "kind", "category", "severity", "rule", "confidence", "matched", "context", "source", "window_title", "application", "bundle_version", "age_band", "agent_version", "injected", "usb", "coverage", "dropped")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class Alert(_message.Message):
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     AGE_BAND_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    INJECTED_FIELD_NUMBER: _ClassVar[int]
     USB_FIELD_NUMBER: _ClassVar[int]
     COVERAGE_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
@@ -141,10 +142,11 @@ class Alert(_message.Message):
     bundle_version: str
     age_band: str
     agent_version: str
+    injected: bool
     usb: UsbDetails
     coverage: CoverageDetails
     dropped: DroppedDetails
-    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., user: _Optional[str] = ..., kind: _Optional[_Union[AlertKind, str]] = ..., category: _Optional[str] = ..., severity: _Optional[int] = ..., rule: _Optional[str] = ..., confidence: _Optional[float] = ..., matched: _Optional[str] = ..., context: _Optional[str] = ..., source: _Optional[_Union[TextSource, str]] = ..., window_title: _Optional[str] = ..., application: _Optional[str] = ..., bundle_version: _Optional[str] = ..., age_band: _Optional[str] = ..., agent_version: _Optional[str] = ..., usb: _Optional[_Union[UsbDetails, _Mapping]] = ..., coverage: _Optional[_Union[CoverageDetails, _Mapping]] = ..., dropped: _Optional[_Union[DroppedDetails, _Mapping]] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., user: _Optional[str] = ..., kind: _Optional[_Union[AlertKind, str]] = ..., category: _Optional[str] = ..., severity: _Optional[int] = ..., rule: _Optional[str] = ..., confidence: _Optional[float] = ..., matched: _Optional[str] = ..., context: _Optional[str] = ..., source: _Optional[_Union[TextSource, str]] = ..., window_title: _Optional[str] = ..., application: _Optional[str] = ..., bundle_version: _Optional[str] = ..., age_band: _Optional[str] = ..., agent_version: _Optional[str] = ..., injected: _Optional[bool] = ..., usb: _Optional[_Union[UsbDetails, _Mapping]] = ..., coverage: _Optional[_Union[CoverageDetails, _Mapping]] = ..., dropped: _Optional[_Union[DroppedDetails, _Mapping]] = ...) -> None: ...
 
 class UsbDetails(_message.Message):
     __slots__ = ("state", "scheme", "filesystem", "size_bytes", "vendor", "model", "serial", "device", "evidence", "approved", "os_write_policy")

@@ -86,3 +86,18 @@ def test_mtls_port_refuses_a_client_without_certificate(collector, enrolled):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         asyncio.run(call())
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake itself fails
+
+
+def test_injected_keys_are_marked_on_the_stored_alert(collector, enrolled):
+    from agent.service import alert_from_match
+
+    state = AgentState(enrolled.state)
+    signer = Signer(key=state.identity_key(), agent_id=state.agent_id)
+    message = {"type": "match", "injected": True, "window_title": "On-Screen Keyboard",
+               "match": {"category": "bullying", "severity": 3, "rule": "bullying.x", "matched": "loser",
+                         "source": "typed"}}
+    env = pb.SignedAlert()
+    env.ParseFromString(signer.envelope(alert_from_match(message, "pupil", "secondary"), 1))
+    asyncio.run(_upload(state, f"127.0.0.1:{collector.port}", [env]))
+    [stored] = collector.alerts()
+    assert stored["details"] == {"injected": True}
