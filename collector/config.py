@@ -93,6 +93,22 @@ def write_config(data_dir: Path, db_url: str | None) -> Path:
         lines.append(f"db_url = {json.dumps(db_url)}")
     else:
         lines.append('# db_url = "postgresql+psycopg://wardwatch@db.example/wardwatch"   # default: SQLite here')
+    lines += [
+        "",
+        "# How long alerts are kept, by outcome (docs/dpia.md). `retention run --dry-run` shows what would go.",
+        "# [retention]",
+        "# false_positive_days = 30",
+        "# no_further_action_days = 365",
+        "# concern_years = 25          # after the last alert about that person",
+        "# device_event_days = 365",
+        "",
+        "# School hours, for the silent-device alert to the technician.",
+        "# [fleet]",
+        "# silent_after_minutes = 60",
+        '# school_hours = "08:00-16:30"',
+        '# school_days = "mon-fri"',
+        '# timezone = "Europe/London"',
+    ]
     path = data_dir / CONFIG_NAME
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

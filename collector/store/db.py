@@ -28,6 +28,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # an ack promises durability; NORMAL could lose the last commit
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA secure_delete=ON")  # deleted alerts (retention) leave no bytes behind in free pages
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
