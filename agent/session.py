@@ -125,30 +125,34 @@ def packaged_signatures_dir() -> Path:
     return Path(signatures.__file__).resolve().parent
 
 
-def load_bundle_engine(files: BundleFiles, public_key_der: bytes, profile: str):
-    """The service's bundle, verified with the site's bundle key. The service keeps the bundle and its signature as
-    two files; a bundle packed with its signature (signatures/build's format) is accepted too."""
+def load_bundle_engine(files: BundleFiles, public_key_der: bytes, profile: str, agent_id: str = ""):
+    """The service's bundle, verified with the site's bundle key, with the exemptions in it that name this agent.
+    The service keeps the bundle and its signature as two files; a bundle packed with its signature
+    (signatures/build's format) is accepted too."""
     from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     from agent.detect import Engine
-    from signatures.bundle import SIGNED_MAGIC, unpack_signed, verify_bundle
+    from agent.detect.exemptions import Exemptions
+    from signatures.bundle import SIGNED_MAGIC, unpack_signed, verify_bundle_with_exemptions
 
     data = files.bundle.read_bytes()
     if data.startswith(SIGNED_MAGIC):
         bundle, signature = unpack_signed(data)
     else:
         bundle, signature = data, files.signature.read_bytes()
-    library = verify_bundle(bundle, signature, load_der_public_key(public_key_der))
-    return Engine.from_library(library, profile=profile)
+    library, exemptions = verify_bundle_with_exemptions(bundle, signature, load_der_public_key(public_key_der))
+    return Engine.from_library(library, profile=profile, exemptions=Exemptions.for_agent(exemptions, agent_id))
 
 
 def reload_bundle_engine(state_dir: Path, profile: str):
     """The bundle the service just installed; raises if it does not verify, so that the running one stays (a reload
     never falls back to the built-in libraries, which may be older than the bundle in use)."""
-    key_b64 = read_agent_config(state_dir).get("bundle_public_key")
+    config = read_agent_config(state_dir)
+    key_b64 = config.get("bundle_public_key")
     if not key_b64:
         raise ValueError("no bundle key in agent.json")
-    return load_bundle_engine(BundleFiles(state_dir), base64.b64decode(key_b64), profile)
+    return load_bundle_engine(BundleFiles(state_dir), base64.b64decode(key_b64), profile,
+                              str(config.get("agent_id") or ""))
 
 
 def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
@@ -159,7 +163,7 @@ def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
     key_b64 = config.get("bundle_public_key")
     if files.bundle.exists() and key_b64:
         try:
-            engine = load_bundle_engine(files, base64.b64decode(key_b64), profile)
+            engine = load_bundle_engine(files, base64.b64decode(key_b64), profile, str(config.get("agent_id") or ""))
             log.info("keyword bundle %s loaded (%s)", engine.version, profile)
             return engine
         except Exception as exc:
@@ -293,6 +297,8 @@ class SessionHelper:
         self.report(self.engine.scan(window.title, source="title"), window)
 
     def report(self, matches, window: ActiveWindow | None, injected: bool = False) -> None:
+        if hasattr(self.engine, "without_exempt"):  # exempted text never leaves this process
+            matches = self.engine.without_exempt(matches or ())
         for match in strongest_per_category(matches or ()):
             data = dict(match.to_dict())
             data["context"] = getattr(match, "context", data.get("context", ""))

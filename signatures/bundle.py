@@ -4,6 +4,12 @@ A bundle is gzip-compressed compact JSON holding every validated rule and the gl
 kept separate (64 bytes) because the collector stores and serves the two side by side; for a single file on disk
 `pack_signed` puts them together behind a magic header. `verify_bundle` checks the signature BEFORE it parses, and
 re-validates the content with the same schema checks as the TOML loader.
+
+A school's own rules and allow entries (`with_site_rules`) join the shipped ones in the same sections, so they pass
+the same checks. An optional `exemptions` section carries time-boxed exemptions, each
+`{"id", "categories", "rules", "agents", "start", "end"}` (ISO 8601 UTC); agents that predate it ignore the key, so
+old bundles stay valid and new ones still load everywhere. The agent parses that section
+(agent/detect/exemptions.py) only after the signature has verified.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,7 @@ BUNDLE_FORMAT = "wardwatch-keyword-bundle"
 BUNDLE_FORMAT_VERSION = 1
 SIGNED_MAGIC = b"WWB1"
 SIGNATURE_BYTES = 64
+EXEMPTIONS_KEY = "exemptions"
 _MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # a bomb guard: real bundles are a few hundred kB uncompressed
 
 
@@ -32,7 +40,8 @@ class BundleError(LibraryError):
     """A bundle is unsigned, wrongly signed or malformed; it must not be used."""
 
 
-def library_to_document(library: Library, version: str) -> dict[str, Any]:
+def library_to_document(library: Library, version: str,
+                        exemptions: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
     categories: dict[str, list[dict[str, Any]]] = {}
     for rule in library.rules:
         categories.setdefault(rule.category, []).append(rule_to_dict(rule))
@@ -45,16 +54,41 @@ def library_to_document(library: Library, version: str) -> dict[str, Any]:
             for c, rules in sorted(categories.items())
         ],
         "allow": list(library.allow),
-    }
+    } | ({EXEMPTIONS_KEY: [dict(e) for e in exemptions]} if exemptions else {})
 
 
-def build_bundle(libs_dir: Path, version: str) -> bytes:
-    """Compile every library under libs_dir into one deterministic bundle (same input, same bytes)."""
+def _no_line(_rule_id: str | None) -> int:
+    return 1
+
+
+def with_site_rules(library: Library, documents: Iterable[Mapping[str, Any]]) -> Library:
+    """The library plus a site's own rule and allow documents (TOML-shaped dicts, one per category or `allow`),
+    each validated by `parse_document` like a file; an id already used anywhere is refused."""
+    seen = {rule.id for rule in library.rules}
+    rules, allow = list(library.rules), list(library.allow)
+    for doc in documents:
+        header = doc.get("library")
+        where = f"site[{header.get('category') if isinstance(header, Mapping) else '?'}]"
+        _category, _description, doc_rules, doc_allow = parse_document(doc, where, _no_line)
+        for rule in doc_rules:
+            if rule.id in seen:
+                raise LibraryError(f"{where}:1: duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+            rules.append(rule)
+        allow.extend(doc_allow)
+    return Library(rules=tuple(rules), allow=tuple(allow), descriptions=library.descriptions,
+                   version=library.version)
+
+
+def build_bundle(libs_dir: Path, version: str, site_documents: Iterable[Mapping[str, Any]] = (),
+                 exemptions: Iterable[Mapping[str, Any]] = ()) -> bytes:
+    """Compile every library under libs_dir, plus a site's own rule documents and exemptions, into one deterministic
+    bundle (same input, same bytes)."""
     if not version or len(version) > 64 or not version.isprintable():
         raise BundleError("bundle:1: version must be 1 to 64 printable characters")
-    library = load_library(libs_dir)
-    text = json.dumps(library_to_document(library, version), ensure_ascii=False, separators=(",", ":"),
-                      sort_keys=True)
+    library = with_site_rules(load_library(libs_dir), site_documents)
+    document = library_to_document(library, version, list(exemptions))
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0)
 
 
@@ -100,6 +134,12 @@ def _decode(bundle: bytes) -> dict[str, Any]:
 
 def verify_bundle(bundle: bytes, signature: bytes, public_key: ed25519.Ed25519PublicKey | bytes) -> Library:
     """Verify the signature, then parse and validate; raises BundleError and returns nothing usable on failure."""
+    return verify_bundle_with_exemptions(bundle, signature, public_key)[0]
+
+
+def verify_bundle_with_exemptions(bundle: bytes, signature: bytes, public_key: ed25519.Ed25519PublicKey | bytes
+                                  ) -> tuple[Library, list[dict[str, Any]]]:
+    """Like verify_bundle, and also the raw `exemptions` section (empty if absent), for the agent to parse."""
     key = _public_key(public_key)
     if not signature:
         raise BundleError("bundle:1: bundle is unsigned")
@@ -115,8 +155,11 @@ def verify_bundle(bundle: bytes, signature: bytes, public_key: ed25519.Ed25519Pu
     allow = doc.get("allow", [])
     if not isinstance(libraries, list) or not isinstance(allow, list):
         raise BundleError("bundle:1: bundle has no libraries")
+    exemptions = doc.get(EXEMPTIONS_KEY, [])
+    if not isinstance(exemptions, list) or not all(isinstance(e, dict) for e in exemptions):
+        raise BundleError("bundle:1: exemptions must be a list of objects")
     try:
-        return assemble(_parse_libraries(libraries, allow), version=version)
+        return assemble(_parse_libraries(libraries, allow), version=version), exemptions
     except BundleError:
         raise
     except LibraryError as exc:
@@ -124,9 +167,7 @@ def verify_bundle(bundle: bytes, signature: bytes, public_key: ed25519.Ed25519Pu
 
 
 def _parse_libraries(libraries: list[Any], allow: list[Any]) -> list:
-    def no_line(_rule_id: str | None) -> int:
-        return 1
-
+    no_line = _no_line
     parsed = []
     for index, lib in enumerate(libraries):
         if not isinstance(lib, dict):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent.detect.exemptions import Exemptions
 from agent.detect.keystrokes import KeystrokeBuffer
 from agent.detect.match import Match, make_match
 from agent.detect.matcher import CompiledLibrary
@@ -20,13 +21,15 @@ SOURCES = ("typed", "title", "deleted")
 class Engine:
     """Scans text for library hits. Reads take one reference to the compiled library, so a swap never tears a scan."""
 
-    def __init__(self, compiled: CompiledLibrary):
+    def __init__(self, compiled: CompiledLibrary, exemptions: Exemptions | None = None):
         self._compiled = compiled
+        self.exemptions = exemptions or Exemptions()
         self._swap_lock = threading.Lock()
 
     @classmethod
-    def from_library(cls, library: Library, profile: str = "secondary") -> Engine:
-        return cls(CompiledLibrary(library, profile))
+    def from_library(cls, library: Library, profile: str = "secondary", exemptions: Exemptions | None = None
+                     ) -> Engine:
+        return cls(CompiledLibrary(library, profile), exemptions)
 
     @classmethod
     def from_signatures(cls, path: Path | None = None, profile: str = "secondary") -> Engine:
@@ -56,15 +59,22 @@ class Engine:
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
         compiled = self._compiled
-        return [make_match(compiled, h, text, source) for h in compiled.find(text, final=True)]
+        return self.without_exempt(make_match(compiled, h, text, source) for h in compiled.find(text, final=True))
+
+    def without_exempt(self, matches) -> list[Match]:
+        """Drop matches an exemption covers right now (keystroke-buffer matches go through this too)."""
+        return self.exemptions.keep(matches)
 
     def keystroke_buffer(self) -> KeystrokeBuffer:
         """A composed-buffer keystroke model bound to this engine (and to whatever library it swaps in later)."""
         return KeystrokeBuffer(self)
 
     def swap_library(self, other: Engine | Library | CompiledLibrary) -> None:
-        """Use another library from the next scan on; compiled for this engine's profile before the swap."""
+        """Use another library from the next scan on; compiled for this engine's profile before the swap. An engine
+        brings its exemptions along: they came in the same signed bundle."""
+        exemptions = self.exemptions
         if isinstance(other, Engine):
+            exemptions = other.exemptions
             other = other.compiled
         if isinstance(other, CompiledLibrary):
             compiled = other if other.profile == self.profile else CompiledLibrary(other.library, self.profile)
@@ -74,3 +84,4 @@ class Engine:
             raise TypeError(f"cannot swap in a {type(other).__name__}")
         with self._swap_lock:
             self._compiled = compiled
+            self.exemptions = exemptions

@@ -180,3 +180,65 @@ class FleetSetting(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SiteRule(Base):
+    """A school's own keyword rule, in the TOML schema's fields; validated by signatures.schema before it is kept."""
+
+    __tablename__ = "site_rules"
+    __table_args__ = (UniqueConstraint("site_id", "rule_id", name="uq_site_rules_site_rule"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    rule_id: Mapped[str] = mapped_column(String(128))
+    category: Mapped[str] = mapped_column(String(32))
+    definition: Mapped[dict] = mapped_column(JSON)  # the rule as a TOML-shaped dict (signatures.schema.rule_to_dict)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SiteAllow(Base):
+    """A school's own allow-list entry: phrases that cancel any overlapping hit on that site's devices."""
+
+    __tablename__ = "site_allows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    phrases: Mapped[list] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DeviceGroup(Base):
+    """A named set of a site's devices (agents), e.g. "History room", for exemptions."""
+
+    __tablename__ = "device_groups"
+    __table_args__ = (UniqueConstraint("site_id", "name", name="uq_device_groups_site_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    agent_ids: Mapped[list] = mapped_column(JSON, default=list)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class KeywordExemption(Base):
+    """A time-boxed exemption: requested by one DSL, approved by a different one, enforced by the agents."""
+
+    __tablename__ = "keyword_exemptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    categories: Mapped[list] = mapped_column(JSON, default=list)
+    rules: Mapped[list] = mapped_column(JSON, default=list)
+    agent_ids: Mapped[list] = mapped_column(JSON, default=list)
+    group_ids: Mapped[list] = mapped_column(JSON, default=list)
+    starts_at: Mapped[dt.datetime] = mapped_column()
+    ends_at: Mapped[dt.datetime] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    approved_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    approved_at: Mapped[dt.datetime | None] = mapped_column(default=None)
