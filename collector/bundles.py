@@ -6,7 +6,9 @@ import argparse
 import datetime as dt
 import json
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,12 +24,15 @@ from signatures.schema import LibraryError
 
 
 def publish_bundle(session: Session, pki: CollectorPki, libs_dir: Path, version: str, site: Site | None,
-                   actor: str) -> tuple[Bundle, int]:
+                   actor: str, site_documents: Iterable[Mapping[str, Any]] = (),
+                   exemptions: Iterable[Mapping[str, Any]] = ()) -> tuple[Bundle, int]:
     """Build, sign and store a bundle; queue `update_bundle` for the agents it applies to. Returns (bundle, agents
-    told). Raises LibraryError if a library is invalid: nothing is published then."""
+    told). `site_documents` (a school's own rules and allows) and `exemptions` go into the same signed bundle (see
+    collector.keywords). Raises LibraryError if a library is invalid: nothing is published then."""
     if session.scalar(select(Bundle.id).where(Bundle.version == version)) is not None:
         raise CollectorError(f"bundle version {version!r} exists already; versions are never reused")
-    content = build_bundle(libs_dir, version)
+    site_documents, exemptions = list(site_documents), list(exemptions)
+    content = build_bundle(libs_dir, version, site_documents, exemptions)
     bundle = Bundle(version=version, site_id=site.id if site else None, content=content,
                     signature=sign_bundle(content, pki.bundle_private_key()), published_by=actor)
     session.add(bundle)
@@ -40,7 +45,8 @@ def publish_bundle(session: Session, pki: CollectorPki, libs_dir: Path, version:
                                  payload={"version": version}))
         told += 1
     audit.append(session, actor=actor, action="bundle.publish", target=version,
-                 detail={"site": site.name if site else "all", "agents": told, "bytes": len(content)})
+                 detail={"site": site.name if site else "all", "agents": told, "bytes": len(content),
+                         "site_entries": len(site_documents), "exemptions": len(exemptions)})
     return bundle, told
 
 

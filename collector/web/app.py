@@ -116,6 +116,8 @@ def create_app(config: CollectorConfig, engine: Engine) -> FastAPI:
     from collector.web import pages_devices, pages_reports  # here: they build on this module's Console
     pages_reports.add_routes(app, console)
     pages_devices.add_routes(app, console)
+    from collector.web import pages_keywords  # here: it builds on this module's Console
+    pages_keywords.add_routes(app, console)
     return app
 
 
