@@ -62,7 +62,7 @@ def provision(data: Path, db_url: str, count: int) -> list[dict]:
         tls = ec.generate_private_key(ec.SECP256R1())
         csr = (x509.CertificateSigningRequestBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "load")])).sign(tls, hashes.SHA256()))
-        cert = issue_agent_certificate(pki.ca_key, pki.ca_cert, csr, identity.public_key(), site_name)
+        cert = issue_agent_certificate(pki.issuer_key, pki.issuer_cert, csr, identity.public_key(), site_name)
         agent_id = agent_id_of(identity.public_key())
         agents.append({
             "agent_id": agent_id,
