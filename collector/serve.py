@@ -18,6 +18,7 @@ import grpc
 from collector.config import CollectorConfig, split_hostport
 from collector.context import open_store
 from collector.errors import CollectorError
+from collector.fleet_health import silent_task
 from collector.gateway import AgentGateway
 from collector.pki import CollectorPki, PkiPaths
 from collector.protect.schedule import start_retention_schedule
@@ -90,9 +91,11 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
                  "web": "", "pid": os.getpid()}
     if web_listen is not None:  # the first (or only) worker publishes where it is, as soon as agents can enrol
         _publish(cfg, endpoints)
-    # Daily retention and the weekly summary: safe on every worker and replica (each takes a claim first).
+    # Daily retention, the weekly summary and the silent-device watch: safe on every worker and replica (each
+    # claims its work first).
     schedules = [task for task in (start_retention_schedule(cfg, engine),
-                                   asyncio.create_task(weekly_task(cfg, engine), name="wardwatch-weekly")) if task]
+                                   asyncio.create_task(weekly_task(cfg, engine), name="wardwatch-weekly"),
+                                   asyncio.create_task(silent_task(cfg, engine), name="wardwatch-silent")) if task]
 
     web_task = None
     web_url = ""
