@@ -1,22 +1,30 @@
 """The head's report pages on a seeded store (SQLite and PostgreSQL): figures recomputed from `alerts list --json`,
 who may read which page, and a governors' report with no pupil identifiers in it."""
 
+import contextlib
 import html
 import re
+import threading
 
+import pyotp
 import pytest
+import uvicorn
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collector.cli import main
 from collector.config import CollectorConfig
+from collector.pki import cert_pem, issue_server_certificate, key_pem, make_ca, write_private
 from collector.reports.figures import CATEGORY_LABELS
 from collector.store.models_review import AuditEntry
 from collector.web.app import create_app
+from tests.harness import free_port, wait_for
 from tests.reports.conftest import json_lines
 from tests.reports.recount import parse_time, recompute
 from tests.reports.seed import TERM_END, TERM_START, seed_store
+from tests.review.world import PASSWORD
 from tests.web.conftest import Browserless
+from tests.web.test_browser import CHROMIUM_ARGS
 
 AUTUMN_2026 = "/reports?period=term&term=autumn&year=2026"
 LEDE = re.compile(r"(\d+) alerts? \((\d+) high severity\) from (\d+) devices? ?; (\d+) still open")
@@ -138,3 +146,83 @@ def test_the_governors_pdf_downloads(as_user):
     r = as_user("head.dara").get("/reports/governors.pdf?term=autumn&year=2026")
     assert r.status_code == 200 and r.content.startswith(b"%PDF")
     assert "governors-report-autumn-term-2026.pdf" in r.headers["content-disposition"]
+
+
+# ---------------------------------------------------------------- in the browser
+
+@contextlib.contextmanager
+def served_over_https(app, tmp_path):
+    """The console app on a real uvicorn over HTTPS on 127.0.0.1; yields its base URL."""
+    ca_key, ca_cert = make_ca()
+    key, cert = issue_server_certificate(ca_key, ca_cert, ["127.0.0.1"])
+    write_private(tmp_path / "web.key", key_pem(key))
+    (tmp_path / "web.crt").write_bytes(cert_pem(cert))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           ssl_certfile=str(tmp_path / "web.crt"),
+                                           ssl_keyfile=str(tmp_path / "web.key")))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 20, "uvicorn to start")
+    try:
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+@contextlib.contextmanager
+def signed_in_page(base: str, world, username: str, width: int = 1280, height: int = 900):
+    """Chromium signed in as `username` through the password and authenticator-code forms."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(ignore_https_errors=True,
+                                       viewport={"width": width, "height": height}).new_page()
+            page.goto(f"{base}/login")
+            page.fill("#username", username)
+            page.fill("#password", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/login/code")
+            page.fill("#code", pyotp.TOTP(world.secrets[username]).now())
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{base}/queue")
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_head_reads_reports_in_chromium(app, seeded, term_rows, tmp_path):
+    expected = recompute(term_rows)
+    with served_over_https(app, tmp_path) as base, signed_in_page(base, seeded.world, "head.dara") as page:
+        page.click("nav >> text=Reports")
+        page.wait_for_url(f"{base}/reports")
+        # The chooser, as a head uses it: pick a term and show it.
+        page.check("input[name=period][value=term]")
+        page.select_option("#term", "autumn")
+        page.fill("#year", "2026")
+        page.click(".period-form button[type=submit]")
+        page.wait_for_url(re.compile(r".*/reports\?period=term.*"))
+        lede = page.inner_text(".ww-lede")
+        assert int(LEDE.search(re.sub(r"\s+", " ", lede)).group(1)) == expected["total"]
+        assert page.locator(".ww-report svg").count() >= 3
+        # The report stylesheet applied (the CSP lets it through): tables collapse their borders.
+        assert page.eval_on_selector(".ww-report table.figures",
+                                     "t => getComputedStyle(t).borderCollapse") == "collapse"
+        page.screenshot(path="/tmp/wardwatch-reports-laptop.png", full_page=True)
+        page.click(".device-links a:has-text(\"QUILLONDRA-LAPTOP\")")
+        page.wait_for_url(re.compile(r".*/reports/devices/.*"))
+        assert page.locator("svg").count() == 3
+        page.screenshot(path="/tmp/wardwatch-report-device-laptop.png", full_page=True)
+        page.goto(f"{base}/reports/governors?term=autumn&year=2026")
+        body = page.inner_text("body")
+        assert "Autumn term 2026" in body
+        for identifier in (*seeded.pupils, *seeded.hostnames):
+            assert identifier not in body
+        # Its inline stylesheet is allowed by hash: the heading takes the report's colour.
+        assert page.eval_on_selector("h1", "h => getComputedStyle(h).color") == "rgb(31, 63, 95)"
+        page.screenshot(path="/tmp/wardwatch-governors.png", full_page=True)
