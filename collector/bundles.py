@@ -65,14 +65,35 @@ def cmd_bundle_publish(args: argparse.Namespace) -> int:
             libs = Path(args.signatures) if args.signatures else default_signatures_dir()
             if not libs.is_dir():
                 raise CollectorError(f"{libs} is not a directory of keyword libraries")
-            bundle, told = publish_bundle(session, CollectorPki(PkiPaths(cfg.pki_dir)), libs,
-                                          args.version or default_version(), site, actor="cli")
+            bundle, told, site_versions = _publish(session, CollectorPki(PkiPaths(cfg.pki_dir)), libs,
+                                                   args.version or default_version(), site)
         except LibraryError as exc:
             raise CollectorError(f"not published: {exc}") from exc
         version, size = bundle.version, len(bundle.content)
     print(f"published keyword bundle {version} ({size} bytes, signed) for "
           f"{args.site or 'every site'}; {told} agent(s) told to fetch it")
+    for name, site_version, site_told in site_versions:
+        print(f"published keyword bundle {site_version} for {name} (with its own rules and exemptions); "
+              f"{site_told} agent(s) told to fetch it")
     return 0
+
+
+def _publish(session: Session, pki: CollectorPki, libs: Path, version: str, site: Site | None
+             ) -> tuple[Bundle, int, list[tuple[str, str, int]]]:
+    """A site's bundle always carries its own rules, allows and exemptions. Agents take the newest bundle that
+    applies to their site, so after a bundle for every site, each site with entries of its own gets its own again
+    (else publishing new shipped libraries would silently end a school's exemptions and rules)."""
+    from collector import keywords  # keywords builds on this module
+
+    if site is not None:
+        bundle, told = keywords.publish_site_bundle(session, pki, site, "cli", libs, version=version)
+        return bundle, told, []
+    bundle, told = publish_bundle(session, pki, libs, version, None, actor="cli")
+    extra = []
+    for own in keywords.sites_with_own_entries(session):
+        site_bundle, site_told = keywords.publish_site_bundle(session, pki, own, "cli", libs)
+        extra.append((own.name, site_bundle.version, site_told))
+    return bundle, told, extra
 
 
 def cmd_bundle_list(args: argparse.Namespace) -> int:

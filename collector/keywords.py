@@ -321,16 +321,27 @@ def bundle_exemptions(db: Session, site_id: int, now: dt.datetime | None = None)
     return out
 
 
+def site_entries(db: Session, site_id: int, now: dt.datetime | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a site's bundle adds to the shipped libraries: (rule and allow documents, exemptions)."""
+    return site_documents(db, site_id), bundle_exemptions(db, site_id, now)
+
+
+def sites_with_own_entries(db: Session, now: dt.datetime | None = None) -> list[Site]:
+    return [site for site in db.scalars(select(Site).order_by(Site.id)) if any(site_entries(db, site.id, now))]
+
+
 def site_bundle_version(site: Site, now: dt.datetime | None = None) -> str:
     # A random tail: two publishes in one second must not collide (versions are never reused).
     return f"site{site.id}-{(now or dt.datetime.now(dt.UTC)):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def publish_site_bundle(db: Session, pki: CollectorPki, site: Site, actor: str, libs_dir: Path | None = None,
-                        now: dt.datetime | None = None) -> tuple[Bundle, int]:
+                        now: dt.datetime | None = None, version: str | None = None) -> tuple[Bundle, int]:
     """Shipped libraries + the site's rules, allows and approved exemptions, signed and pushed to its agents."""
-    return publish_bundle(db, pki, libs_dir or default_signatures_dir(), site_bundle_version(site, now), site, actor,
-                          site_documents=site_documents(db, site.id), exemptions=bundle_exemptions(db, site.id, now))
+    documents, exemptions = site_entries(db, site.id, now)
+    return publish_bundle(db, pki, libs_dir or default_signatures_dir(), version or site_bundle_version(site, now),
+                          site, actor, site_documents=documents, exemptions=exemptions)
 
 
 @dataclass(frozen=True)
