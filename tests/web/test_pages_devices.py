@@ -19,6 +19,7 @@ from collector.store.models_review import AuditEntry
 from collector.web.app import create_app
 from protos.enrolment import EnrolmentString
 from tests.web.conftest import Browserless, csrf_of
+from tests.web.test_pages_reports import served_over_https, signed_in_page
 
 # Invented content that must never reach a technician's page.
 SECRET_WORDS = ("vexillumquartz", "a sentence about marrowdene lane", "Marrowdene chat - Browser")
@@ -163,3 +164,30 @@ def test_device_actions_are_audited_forms(as_user, fleet, world, action, status)
             assert commands == []
             assert tech.client.post(f"/devices/{target}/{action}", data={"csrf": csrf}).status_code == 409
     assert "rekey" not in tech.get("/devices").text.split("Enrolment tokens")[1]  # re-key tokens are not listed
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_technician_works_the_devices_page_in_chromium(app, fleet, world, tmp_path):
+    with served_over_https(app, tmp_path) as base, signed_in_page(base, world, "tech.evan") as page:
+        # Sign-in lands on /queue, which a technician may not use (and whose refusal page has no menu).
+        page.goto(f"{base}/devices")
+        assert page.locator("table.fleet tbody tr").count() == 6  # five IT-SUITE PCs and PC-NORTH
+        page.fill("#uses", "12")
+        page.fill("#ttl", "2d")
+        page.click(".token-form button[type=submit]")
+        page.wait_for_url(f"{base}/devices/tokens")
+        line = page.inner_text("#enrolment-string").strip()
+        assert EnrolmentString.decode(line).site == "Northfield"
+        page.screenshot(path="/tmp/wardwatch-devices-token.png", full_page=True)
+        row = page.locator("table.fleet tbody tr", has_text="IT-SUITE-05")
+        row.locator("form[action$='/decommission'] button").click()
+        page.wait_for_url(f"{base}/devices?done=decommission")
+        assert "Device decommissioned" in page.inner_text("#main")
+        assert page.locator("table.fleet tbody tr").count() == 5
+        source = page.content().lower()
+        for forbidden in (*SECRET_WORDS, *PUPILS):
+            assert forbidden.lower() not in source, forbidden
+        page.screenshot(path="/tmp/wardwatch-devices-laptop.png", full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path="/tmp/wardwatch-devices-phone.png", full_page=True)
