@@ -268,9 +268,13 @@ def _exemption_detail(row: KeywordExemption) -> dict[str, Any]:
             "end": _iso(row.ends_at)}
 
 
-def _iso(when: dt.datetime) -> str:
+def _aware(when: dt.datetime) -> dt.datetime:
     # SQLite hands back naive datetimes for timezone-aware columns; every stored time is UTC.
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC).isoformat()
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
+def _iso(when: dt.datetime) -> str:
+    return _aware(when).isoformat()
 
 
 class ApprovalRefused(Exception):
@@ -289,7 +293,7 @@ def approve_exemption(db: Session, site: Site, exemption_id: int, actor: str, ac
         raise ApprovalRefused("This exemption is approved already.")
     if row.requested_by == actor:
         raise ApprovalRefused("A different DSL must approve an exemption you requested.")
-    if _iso(row.ends_at) <= now.isoformat():
+    if _aware(row.ends_at) <= now:
         raise ApprovalRefused("This exemption has ended already.")
     row.approved_by, row.approved_at = actor, now
     audit.append(db, actor, "keywords.exemption.approve", f"site:{site.id}", _exemption_detail(row))
@@ -297,23 +301,23 @@ def approve_exemption(db: Session, site: Site, exemption_id: int, actor: str, ac
 
 
 def exemption_status(row: KeywordExemption, now: dt.datetime | None = None) -> str:
-    now_text = (now or dt.datetime.now(dt.UTC)).isoformat()
+    now = now or dt.datetime.now(dt.UTC)
     if not row.approved_by:
         return "awaiting approval"
-    if _iso(row.ends_at) <= now_text:
+    if _aware(row.ends_at) <= now:
         return "ended"
-    return "active" if _iso(row.starts_at) <= now_text else "approved, not started"
+    return "active" if _aware(row.starts_at) <= now else "approved, not started"
 
 
 def bundle_exemptions(db: Session, site_id: int, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Approved exemptions not yet ended, groups resolved to agent ids (as the agent expects them)."""
-    now_text = (now or dt.datetime.now(dt.UTC)).isoformat()
+    now = now or dt.datetime.now(dt.UTC)
     groups = {g.id: g.agent_ids for g in site_groups(db, site_id)}
     out = []
     for row in db.scalars(select(KeywordExemption).where(KeywordExemption.site_id == site_id,
                                                          KeywordExemption.approved_by.is_not(None))
                           .order_by(KeywordExemption.id)):
-        if _iso(row.ends_at) <= now_text:
+        if _aware(row.ends_at) <= now:
             continue
         agents = set(row.agent_ids).union(*(groups.get(g, []) for g in row.group_ids))
         out.append({"id": f"ex-{row.id}", "categories": list(row.categories), "rules": list(row.rules),

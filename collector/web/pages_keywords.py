@@ -124,4 +124,8 @@ class KeywordPages:
             keywords.publish_site_bundle(db, self._pki(), site, user.username)
             return RedirectResponse(f"/keywords/{site.id}?done=approve", status_code=303)
 
-        return await asyncio.to_thread(self.console.run, request, work)
+        try:
+            return await asyncio.to_thread(self.console.run, request, work)
+        except LibraryError as exc:  # the transaction rolled back: the approval stands only if it is published
+            return self.console.message(request, 400, "Not approved", f"The bundle could not be built: {exc}",
+                                        back=f"/keywords/{site_id}")
