@@ -3,6 +3,9 @@
 Nothing here reads alert content. The only alerts shown are coverage alerts (a device not capturing or not heard
 from), listed by device, gap and time; they carry no user and no words. Counting any other alert by pupil or
 category here would tell a technician what the safeguarding team is looking at.
+
+Settings from `[fleet]` in config.toml: `clock_skew_warn_s` (default 120) flags a device's clock; the silent-device
+threshold and school hours are collector.fleet_health's.
 """
 
 from __future__ import annotations
@@ -97,7 +100,10 @@ class DevicePages:
         raw = console.config.extra.get("fleet")
         raw = raw if isinstance(raw, dict) else {}
         self.policy = fleet_health.load_silence_policy(console.config)
-        self.skew_limit_s = float(raw.get("clock_skew_warn_s", DEFAULT_SKEW_LIMIT_S))
+        try:
+            self.skew_limit_s = float(raw.get("clock_skew_warn_s", DEFAULT_SKEW_LIMIT_S))
+        except (TypeError, ValueError):
+            raise CollectorError("[fleet] clock_skew_warn_s must be a number of seconds") from None
 
     def add_routes(self, app: FastAPI) -> None:
         app.add_api_route("/devices", self.devices, methods=["GET"])
