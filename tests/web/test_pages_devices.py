@@ -86,7 +86,8 @@ def test_the_technician_sees_fleet_health_and_no_alert_content(as_user, fleet, w
                 "Keyword bundle refused"):
         assert gap in text, gap
     assert "clock 900 s behind" in text and "0.4.2" in text and "2026.11.20" in text and "linux" in text
-    assert re.search(r"Silent device .{0,80}IT-SUITE-02|IT-SUITE-02 .{0,80}Silent device", text)
+    coverage_table = text.split("Coverage alerts, last 30 days")[1].split("Enrolment tokens")[0]
+    assert re.search(r"UTC IT-SUITE-02 Silent device Collector", coverage_table)
     lowered = page.text.lower()
     for forbidden in (*SECRET_WORDS, *PUPILS, "self-harm", "Self-harm"):
         assert forbidden.lower() not in lowered, forbidden

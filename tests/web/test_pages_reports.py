@@ -115,6 +115,8 @@ def test_who_may_read_which_report(as_user, seeded):
     for path in (AUTUMN_2026, "/reports/governors", "/reports/governors.pdf",
                  f"/reports/devices/{seeded.agent_ids[0]}", "/queue"):
         assert tech.get(path).status_code == 403, path
+    assert as_user("admin.gale").get(AUTUMN_2026).status_code == 200
+    assert as_user("dsl.basil").get("/reports/governors?term=autumn&year=2026").status_code == 200
     governor = as_user("gov.fern")
     assert governor.get(AUTUMN_2026).status_code == 403
     assert governor.get(f"/reports/devices/{seeded.agent_ids[0]}").status_code == 403
