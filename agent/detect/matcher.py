@@ -27,6 +27,8 @@ RULE, ALLOW_GLOBAL, ALLOW_RULE, CONTEXT = 0, 1, 2, 3
 _FORM_BITS = 4
 _FORM_MASK = 15
 _KIND_SHIFT = 6
+# Forms some variant of the text is matched in by `find`.
+_WALKED_FORMS = NORMAL | COMPACT | COLLAPSED
 
 # Confidence per variant: the more we had to undo, the less sure we are the writer meant it.
 CONFIDENCE_PLAIN = 1.0
@@ -124,12 +126,15 @@ class CompiledLibrary:
         entries = array("Q")
         for key_id, (key, packed) in enumerate(table.items()):
             group = [packed] if isinstance(packed, int) else packed
-            kinds = {(e >> _FORM_BITS) & 3 for e in group}
+            # No text variant is walked with COMPACT_COLLAPSED accepted (see `find`), so a key stored only in that
+            # form can never be matched by the rule or aux walks: leaving it out of them saves ~22,000 trie nodes.
+            # The tail automaton keeps every key, because `_may_still_change` looks keys up regardless of form.
+            kinds = {(e >> _FORM_BITS) & 3 for e in group if e & _WALKED_FORMS}
             if RULE in kinds:
                 self.rule_automaton.add_word(key, key_id)
             if kinds - {RULE}:
                 self.aux_automaton.add_word(key, key_id)
-            if kinds & {ALLOW_GLOBAL, ALLOW_RULE} or any(
+            if any((e >> _FORM_BITS) & 3 in (ALLOW_GLOBAL, ALLOW_RULE) for e in group) or any(
                     (e >> _FORM_BITS) & 3 == RULE and self.rules[e >> _KIND_SHIFT].mode == "substring" for e in group):
                 self.tail_automaton.add_word(key, key_id)
             key_len.append(len(key))
