@@ -149,3 +149,27 @@ def test_the_task_runs_until_cancelled(store_engine, fleet, tmp_path):
 def test_bad_settings_are_refused_in_words(tmp_path, bad, db_url):
     with pytest.raises(CollectorError, match=r"\[fleet\]"):
         load_silence_policy(config(tmp_path, **bad))
+
+
+def test_alerts_verify_does_not_call_the_collectors_own_alerts_forged(tmp_path, fleet, store_engine, db_url):
+    """`alerts verify` passes with silent-device alerts stored, and says how many the collector raised itself."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from collector.config import write_config
+    from collector.pki import PkiPaths, create_pki
+    from collector.protect import keys as content_keys
+
+    data = tmp_path / "data"
+    if not (data / "pki" / "ca.key").exists():
+        create_pki(PkiPaths(data / "pki"), [])
+    write_config(data, db_url)
+    content_keys.use_data_dir(data, store_engine)  # seal what this test stores with the key the CLI will read
+    policy = load_silence_policy(config(tmp_path, silent_after_minutes=30))
+    run_pass(store_engine, policy, at(11))
+    assert silent_alerts(store_engine)
+    cli = Path(sys.executable).parent / "wardwatch-collector"
+    proc = subprocess.run([str(cli), "--data", str(data), "alerts", "verify"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "failed verification" in proc.stdout and "raised by the collector itself" in proc.stdout
