@@ -231,8 +231,12 @@ class Console:
         app.add_api_route("/ack/{token}", self.ack_page, methods=["GET"])
         app.add_api_route("/ack/{token}", self.ack_post, methods=["POST"])
 
-    def home(self, request: Request) -> Response:
-        return RedirectResponse("/queue", status_code=303)
+    async def home(self, request: Request) -> Response:
+        def work(db: Session) -> Response:
+            _ws, user = self.signed_in(request, db)
+            return RedirectResponse(present.landing(user.role), status_code=303)
+
+        return await asyncio.to_thread(self.run, request, work)
 
     # ---- sign-in
 
@@ -299,7 +303,7 @@ class Console:
             accounts.record_success(user)
             cookie = sessions.upgrade(db, ws, user)
             audit.append(db, user.username, "login", "console", {"role": user.role})
-            response = RedirectResponse("/queue", status_code=303)
+            response = RedirectResponse(present.landing(user.role), status_code=303)
             self.set_cookie(response, sessions.SESSION_COOKIE, cookie)
             return response
 
@@ -358,7 +362,7 @@ class Console:
             accounts.record_success(user)
             audit.append(db, user.username, "user.setup", f"user:{user.username}", {})
             cookie = sessions.start(db, user, sessions.FULL)
-            response = RedirectResponse("/queue", status_code=303)
+            response = RedirectResponse(present.landing(user.role), status_code=303)
             self.set_cookie(response, sessions.SESSION_COOKIE, cookie)
             return response
 

@@ -106,3 +106,11 @@ def parse_site_settings(form: dict[str, str], seniors: list, governors: list) ->
             raise ValueError(f"On-call line {n}: write 'name, e-mail, out-of-hours number'.")
         on_call.append((parts[0][:200], parts[1][:255], ", ".join(parts[2:])[:64]))
     return SiteSettings(allegations, chair, minutes, on_call)
+
+
+# Where each role starts: technicians and governors may not open the review queue.
+LANDING = {"technician": "/devices", "governor": "/reports/governors"}
+
+
+def landing(role: str) -> str:
+    return LANDING.get(role, "/queue")

@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 
 from collector.config import CollectorConfig
 from collector.web.app import create_app
-from tests.review.world import PASSWORD, build_world
+from collector.web.present import landing
+from tests.review.world import PASSWORD, STAFF, build_world
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -35,7 +36,8 @@ class Browserless:
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=code_offset)
         r = self.client.post("/login/code", data={"code": pyotp.TOTP(self.world.secrets[username]).at(when),
                                                   "csrf": csrf_of(page.text)})
-        assert r.status_code == 303 and r.headers["location"] == "/queue", r.text
+        role = STAFF[username][0]
+        assert r.status_code == 303 and r.headers["location"] == landing(role), r.text
         self.csrf = csrf_of(self.client.get("/queue").text) if username not in ("tech.evan",) else ""
         return self
 

@@ -62,7 +62,8 @@ def new_account(world, username: str, role: str) -> str:
         return accounts.create_user(s, username, role, ["Northfield"], display_name=username.title()).token
 
 
-def set_up_in_browser(browser, base: str, token: str, width: int = 1280, height: int = 800):
+def set_up_in_browser(browser, base: str, token: str, width: int = 1280, height: int = 800,
+                      lands_on: str = "/queue"):
     """Open the one-time link, choose a password, read the setup key off the page and prove it with a code."""
     context = browser.new_context(ignore_https_errors=True, viewport={"width": width, "height": height})
     page = context.new_page()
@@ -72,7 +73,7 @@ def set_up_in_browser(browser, base: str, token: str, width: int = 1280, height:
     page.fill("#confirm", PASSWORD)
     page.fill("#code", pyotp.TOTP(secret).now())
     page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/queue")
+    page.wait_for_url(f"{base}{lands_on}")
     return context, page, secret
 
 
@@ -155,7 +156,8 @@ def test_csam_page_source_has_no_content_and_technician_gets_403(server, browser
     page.screenshot(path="/tmp/wardwatch-csam-laptop.png", full_page=True)
     ctx.close()
 
-    tech_ctx, tech, _ = set_up_in_browser(browser, base, new_account(world, "tech.lee", "technician"))
+    tech_ctx, tech, _ = set_up_in_browser(browser, base, new_account(world, "tech.lee", "technician"),
+                                          lands_on="/devices")
     response = tech.goto(f"{base}/alerts/{csam}")
     assert response.status == 403
     assert tech.goto(f"{base}/alerts/{world.alert()}").status == 403

@@ -249,3 +249,12 @@ def test_an_internal_error_is_a_plain_page_without_details(as_user, world, monke
     r = c.get("/queue")
     assert r.status_code == 500 and "Nothing was saved" in r.text and "SECRET-DETAIL" not in r.text
     assert "SECRET-DETAIL" not in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_each_role_lands_on_a_page_it_may_open(as_user, world):
+    for username, where in (("dsl.amber", "/queue"), ("tech.evan", "/devices"), ("gov.fern", "/reports/governors")):
+        client = as_user(username)
+        home = client.get("/")
+        assert home.status_code == 303 and home.headers["location"] == where
+        assert client.get(where).status_code == 200
+    assert 'href="/queue"' not in as_user("tech.evan").get("/devices").text

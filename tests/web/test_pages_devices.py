@@ -171,8 +171,7 @@ def test_device_actions_are_audited_forms(as_user, fleet, world, action, status)
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_technician_works_the_devices_page_in_chromium(app, fleet, world, tmp_path):
     with served_over_https(app, tmp_path) as base, signed_in_page(base, world, "tech.evan") as page:
-        # Sign-in lands on /queue, which a technician may not use (and whose refusal page has no menu).
-        page.goto(f"{base}/devices")
+        assert page.url == f"{base}/devices"  # a technician lands on the devices page
         assert page.locator("table.fleet tbody tr").count() == 6  # five IT-SUITE PCs and PC-NORTH
         page.fill("#uses", "12")
         page.fill("#ttl", "2d")

@@ -18,11 +18,12 @@ from collector.pki import cert_pem, issue_server_certificate, key_pem, make_ca, 
 from collector.reports.figures import CATEGORY_LABELS
 from collector.store.models_review import AuditEntry
 from collector.web.app import create_app
+from collector.web.present import landing
 from tests.harness import free_port, wait_for
 from tests.reports.conftest import json_lines
 from tests.reports.recount import parse_time, recompute
 from tests.reports.seed import TERM_END, TERM_START, seed_store
-from tests.review.world import PASSWORD
+from tests.review.world import PASSWORD, STAFF
 from tests.web.conftest import Browserless
 from tests.web.test_browser import CHROMIUM_ARGS
 
@@ -190,7 +191,7 @@ def signed_in_page(base: str, world, username: str, width: int = 1280, height: i
             page.wait_for_url(f"{base}/login/code")
             page.fill("#code", pyotp.TOTP(world.secrets[username]).now())
             page.click("button[type=submit]")
-            page.wait_for_url(f"{base}/queue")
+            page.wait_for_url(f"{base}{landing(STAFF[username][0])}")
             yield page
         finally:
             browser.close()
