@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from collector import audit
+from collector import audit, fleet
 from collector.context import open_store
 from collector.errors import CollectorError
 from collector.fleet_health import is_collector_generated
@@ -93,7 +93,7 @@ def cmd_agents_revoke(args: argparse.Namespace) -> int:
         agent = session.get(Agent, args.agent_id)
         if agent is None:
             raise CollectorError(f"no agent with id {args.agent_id!r} (see 'agents list')")
-        agent.status = "revoked"
+        fleet.revoke(agent)
         audit.append(session, actor="cli", action="agent.revoke", target=agent.id, detail={})
     print(f"agent {args.agent_id} revoked: its certificate is refused from now on")
     return 0

@@ -105,12 +105,17 @@ def _token_hash(secret: str) -> str:
 
 
 def flag_clone(session: Session, agent: Agent, instances: list[str], now: dt.datetime) -> int:
-    """Mark `agent` as cloned and queue one `rekey` command per live instance, each with its own one-time token.
+    """Mark `agent` as cloned and queue a re-key for every live instance. Returns how many commands were queued."""
+    agent.clone_detected_at = now
+    return queue_rekey(session, agent, instances, now, CLONED_IDENTITY)
+
+
+def queue_rekey(session: Session, agent: Agent, instances: list[str], now: dt.datetime, reason: str) -> int:
+    """Queue one `rekey` command per instance, each with its own one-time token.
 
     A token is bound to the identity (`rekey_of`): redeeming it needs a signature by that identity key, so it is
     useless to anyone who reads it off the wire or the command table. Returns how many commands were queued.
     """
-    agent.clone_detected_at = now
     queued = 0
     for instance in instances:
         token_id, secret = secrets.token_hex(4), secrets.token_urlsafe(24)
@@ -119,7 +124,7 @@ def flag_clone(session: Session, agent: Agent, instances: list[str], now: dt.dat
                                    rekey_of=agent.id))
         # The secret rides in the command until delivery, then is scrubbed (see scrub_delivered_secret).
         session.add(AgentCommand(id=str(uuid.uuid4()), agent_id=agent.id, kind="rekey",
-                                 payload={"reason": CLONED_IDENTITY, "instance_id": instance,
+                                 payload={"reason": reason, "instance_id": instance,
                                           "token": f"{token_id}.{secret}"}))
         queued += 1
     return queued
@@ -178,6 +183,16 @@ def deregister(session: Session, agent: Agent, code: str, now: dt.datetime) -> N
                                 "'wardwatch-collector uninstall-code set'")
     if not code or not code_matches(code, row.value):
         raise DeregisterRefused("wrong uninstall code")
+    decommission(agent, now)
+
+
+def revoke(agent: Agent) -> None:
+    """Refuse the device's certificate from now on (replicas within their peer cache time)."""
+    agent.status = "revoked"
+
+
+def decommission(agent: Agent, now: dt.datetime) -> None:
+    """The device is gone (uninstalled, broken, sold): refuse its certificate and keep when it left."""
     agent.status = "removed"
     agent.removed_at = now
 

@@ -49,8 +49,7 @@ def cmd_agents_decommission(args: argparse.Namespace) -> int:
         agent = session.get(Agent, args.agent_id)
         if agent is None:
             raise CollectorError(f"no agent with id {args.agent_id!r} (see 'agents list')")
-        agent.status = "removed"
-        agent.removed_at = dt.datetime.now(dt.UTC)
+        fleet.decommission(agent, dt.datetime.now(dt.UTC))
         _audit(session, cfg, "agent.decommission", agent.id, {"hostname": agent.hostname})
     print(f"agent {args.agent_id} marked removed: its certificate is refused from now on")
     return 0

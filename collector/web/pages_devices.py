@@ -239,16 +239,12 @@ class DevicePages:
             now = dt.datetime.now(dt.UTC)
             detail: dict = {"hostname": agent.hostname}
             if action == "revoke":
-                agent.status = "revoked"
+                fleet.revoke(agent)
             elif action == "decommission":
-                agent.status = "removed"
-                agent.removed_at = now
+                fleet.decommission(agent, now)
             else:
-                # flag_clone queues a one-time, identity-bound re-key token for the running instance; a re-key the
-                # technician asks for is not a clone, so the clone mark it sets is put back.
-                clone_mark = agent.clone_detected_at
-                detail["commands"] = fleet.flag_clone(db, agent, [agent.last_instance_id or "current"], now)
-                agent.clone_detected_at = clone_mark
+                detail["commands"] = fleet.queue_rekey(db, agent, [agent.last_instance_id or "current"], now,
+                                                       reason=f"requested by technician {user.username}")
             audit.append(db, user.username, f"agent.{action}", agent.id, detail)
             return RedirectResponse(f"/devices?done={action}", status_code=303)
 
