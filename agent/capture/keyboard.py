@@ -139,16 +139,17 @@ class KeyboardCapture:
 
     # ------------------------------------------------------------------ listener callbacks: queue only
 
-    def _enqueue(self, key, pressed: bool, injected: bool) -> None:
+    def _enqueue(self, key, pressed: bool, injected: bool, modifiers: frozenset[str] | None = None) -> None:
         # Stamped here, not by the worker: the watchdog asks whether the hook is alive, not whether we are busy.
         self.last_event_at = time.monotonic()
         try:
-            self.raw.put_nowait(("raw", (time.time(), key, pressed, bool(injected))))
+            self.raw.put_nowait(("raw", (time.time(), key, pressed, bool(injected), modifiers)))
         except Exception:  # queue.Full included: an exception here would stop the listener; losing a key is better
             self.keys_lost += 1
 
     def _on_press(self, key, injected=False) -> None:
-        self._enqueue(key, True, injected)
+        # A press-only listener (X11) runs this on its own thread and says which modifiers the press carried.
+        self._enqueue(key, True, injected, getattr(threading.current_thread(), "held_modifiers", None))
 
     def _on_release(self, key, injected=False) -> None:
         self._enqueue(key, False, injected)
@@ -182,7 +183,7 @@ class KeyboardCapture:
             from pynput import keyboard, mouse
         except Exception as exc:  # pynput raises ImportError with the backend's reason (no display, ...)
             raise OSError(f"keyboard capture is not available: {exc}") from exc
-        listeners = [keyboard.Listener(on_press=self._on_press, on_release=self._on_release)]
+        listeners = [press_only_listener_class(keyboard.Listener)(on_press=self._on_press, on_release=self._on_release)]
         if self.capture_clicks:
             listeners.append(click_listener_class(mouse.Listener)(on_click=self._on_click))
         for listener in listeners:
@@ -218,12 +219,16 @@ class KeyboardCapture:
     # ------------------------------------------------------------------ threads
 
     def translate(self, item: tuple) -> KeyEvent | None:
-        """A raw `(time, key, pressed, injected)` from the listener as an engine key, or None (releases, modifiers,
-        keys the engine has no use for). Call from one thread only: it tracks which modifiers are held."""
-        stamp, key, pressed, injected = item
+        """A raw `(time, key, pressed, injected[, modifiers])` from the listener as an engine key, or None (releases,
+        modifiers, keys the engine has no use for). Call from one thread only: it tracks which modifiers are held.
+        `modifiers`, when a press-only listener gives it, is the modifier state the press carried; it replaces the
+        tracked state, since that listener sends no releases."""
+        stamp, key, pressed, injected, *state = item
         if key == "click":
             name = "click"
         else:
+            if state and state[0] is not None:
+                self._translator.held = set(state[0])
             pynput_name, char = describe_pynput_key(key)
             name = self._translator.translate(pynput_name, char, pressed)
         return None if name is None else KeyEvent(stamp, name, injected)
@@ -276,6 +281,49 @@ def click_listener_class(listener_class: type) -> type:
 
     return type("ClickOnlyListener", (listener_class,),
                 {"_EVENTS": (X.ButtonPress, X.ButtonPress), "__module__": listener_class.__module__})
+
+
+# X modifier keysyms -> the translator's modifier names.
+_X_MODIFIER_KEYSYMS = {"ctrl": ("Control_L", "Control_R"), "alt": ("Alt_L", "Alt_R", "Meta_L", "Meta_R"),
+                       "cmd": ("Super_L", "Super_R", "Hyper_L", "Hyper_R")}
+
+
+def press_only_listener_class(listener_class: type) -> type:
+    """pynput's X11 keyboard listener records presses and releases and decodes each in Python (most of the helper's
+    CPU while typing). Only presses and the modifiers held during them matter to the engine, and every X key press
+    carries the modifier state, so record presses only and put that state on the listener thread as
+    `held_modifiers` while the press is delivered. Other backends are returned unchanged."""
+    if not listener_class.__module__.endswith("_xorg"):
+        return listener_class
+    from Xlib import X
+
+    def _initialize(self, display) -> None:
+        listener_class._initialize(self, display)
+        self.modifier_masks = x_modifier_masks(display)
+        self.held_modifiers = frozenset()
+
+    def _handle_message(self, display, event, injected) -> None:
+        state = event.state
+        self.held_modifiers = frozenset(name for name, mask in self.modifier_masks.items() if state & mask)
+        listener_class._handle_message(self, display, event, injected)
+
+    return type("PressOnlyListener", (listener_class,),
+                {"_EVENTS": (X.KeyPress, X.KeyPress), "_initialize": _initialize, "_handle_message": _handle_message,
+                 "__module__": listener_class.__module__})
+
+
+def x_modifier_masks(display) -> dict[str, int]:
+    """The X state bits that mean Ctrl, Alt and Cmd (Super) under this display's modifier mapping."""
+    from Xlib import XK
+
+    wanted = {XK.string_to_keysym(sym): name for name, syms in _X_MODIFIER_KEYSYMS.items() for sym in syms}
+    masks = dict.fromkeys(_X_MODIFIER_KEYSYMS, 0)
+    for index, keycodes in enumerate(display.get_modifier_mapping()):
+        for keycode in keycodes:
+            name = wanted.get(display.keycode_to_keysym(keycode, 0)) if keycode else None
+            if name is not None:
+                masks[name] |= 1 << index
+    return masks
 
 
 def _last_input_clock() -> Callable[[], float] | None:
