@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from typing import TYPE_CHECKING
 
 from agent.detect.exemptions import Exemptions
 from agent.detect.keystrokes import KeystrokeBuffer
 from agent.detect.match import Match, make_match
 from agent.detect.matcher import CompiledLibrary
-from signatures.bundle import load_signed_file
 from signatures.loader import default_signatures_dir, load_library
 from signatures.schema import Library
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
 SOURCES = ("typed", "title", "deleted")
 
@@ -40,6 +41,9 @@ class Engine:
     def from_bundle(cls, path: Path, public_key: ed25519.Ed25519PublicKey | bytes,
                     profile: str = "secondary") -> Engine:
         """Verify the bundle's signature with the bundle key first; raises BundleError if it does not verify."""
+        # Imported here: the signature check brings in cryptography (~7 MB), which the built-in libraries never need.
+        from signatures.bundle import load_signed_file
+
         return cls.from_library(load_signed_file(path, public_key), profile)
 
     @property
