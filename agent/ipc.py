@@ -151,7 +151,7 @@ class MatchServer:
             self._connections.add(task)
         try:
             try:
-                peer = peer_credentials(writer.get_extra_info("socket"))
+                peer = await self._identify(reader, writer)
             except OSError as exc:
                 log.warning("refused a session helper whose identity the kernel could not give: %s", exc)
                 return
@@ -164,6 +164,10 @@ class MatchServer:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
+
+    async def _identify(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> PeerCred:
+        """Who the peer is, from the OS; OSError refuses the connection."""
+        return peer_credentials(writer.get_extra_info("socket"))
 
     async def _serve_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: PeerCred) -> None:
         import asyncio
@@ -293,9 +297,10 @@ class MatchClient:
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(4)
         self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # A socket pair rather than a pipe: Windows can select() on sockets only.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._thread = threading.Thread(target=self._run, name="wardwatch-ipc", daemon=True)
         self._last_problem = ""
 
@@ -341,19 +346,18 @@ class MatchClient:
         self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._wake_r.close()
+        self._wake_w.close()
 
     # ------------------------------------------------------------------ thread
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"x")
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def _drain_wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.read(self._wake_r, 4096)
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(4096)
 
     def _problem(self, text: str) -> None:
         if text != self._last_problem:  # a service that is away for an hour is reported once, not every retry
@@ -364,13 +368,7 @@ class MatchClient:
         delay = 0.25
         while not self._stop.is_set():
             try:
-                check_socket_owner(self.socket_path, self.state_dir)
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.connect(str(self.socket_path))
-                except OSError:
-                    sock.close()
-                    raise
+                sock = self._connect()
             except FileNotFoundError:
                 self._problem("the agent service is not running; keeping matches in memory")
             except UntrustedSocket as exc:
@@ -395,6 +393,17 @@ class MatchClient:
                 self._problem("the agent service went away; keeping matches in memory")
             self._sleep(delay)
             delay = min(delay * 2, self.max_backoff)
+
+    def _connect(self) -> socket.socket:
+        """A connection to the service. FileNotFoundError: no service; UntrustedSocket: not the service's."""
+        check_socket_owner(self.socket_path, self.state_dir)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def _sleep(self, seconds: float) -> None:
         select.select([self._wake_r], [], [], seconds)
@@ -436,3 +445,10 @@ class MatchClient:
             if isinstance(reply, dict) and "ack" in reply:
                 with self._lock:
                     self._outbox.ack(reply["ack"])
+
+
+if sys.platform == "win32":
+    # No Unix sockets with peer credentials there: loopback TCP with a per-boot secret (agent/ipc_windows.py).
+    from agent import ipc_windows
+
+    MatchClient, MatchServer = ipc_windows.WindowsMatchClient, ipc_windows.WindowsMatchServer  # type: ignore[misc]
