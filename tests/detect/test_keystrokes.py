@@ -78,14 +78,15 @@ def test_ctrl_backspace_deletion_is_reported(engine):
     kb = engine.keystroke_buffer()
     found = type_keys(kb, [*chars("i will kill myself"), "ctrl+backspace", "ctrl+backspace", *chars("go")])
     assert kb.text == "i will go"
-    # "kill" was reported at its word end, before "myself" existed; the whole phrase only ever lived as deleted text
-    assert [(m.rule, m.source) for m in found] == [("violence.kill", "typed"), ("suicide.suicide", "deleted")]
+    # "kill " waited (the allowed "kill time" could still follow), then the whole phrase only ever lived as deleted
+    # text: one report, of the phrase, as deleted
+    assert [(m.rule, m.source) for m in found] == [("suicide.suicide", "deleted")]
 
 
 def test_typed_hit_deleted_afterwards_is_not_reported_twice(engine):
     kb = engine.keystroke_buffer()
-    found = type_keys(kb, chars("suicide ") + ["backspace"] * 8 + chars("ok") + ["enter"])
-    assert [(m.rule, m.source) for m in found] == [("suicide.suicide", "typed")]
+    found = type_keys(kb, chars("i want to die ") + ["backspace"] * 14 + chars("ok") + ["enter"])
+    assert [(m.rule, m.source) for m in found] == [("suicide.want-to-die", "typed")]
 
 
 @pytest.mark.parametrize("key", ["left", "home", "click", "ctrl+a", "ctrl+v", "ctrl+x", "tab", "escape", "up"])
@@ -130,3 +131,23 @@ def test_long_typing_stays_bounded_and_still_detects(engine):
 def test_unknown_key_names_are_refused(engine):
     with pytest.raises(ValueError):
         engine.keystroke_buffer().feed("hyperspace")
+
+
+def test_a_hit_waits_while_the_words_typed_next_could_complete_its_allow_phrase(library_copy):
+    """'cut myself' must not be reported at the space before 'shaving' when 'cut myself shaving' is allowed."""
+    from agent.detect import Engine
+
+    (library_copy / "self-harm.toml").write_text(
+        '[library]\ncategory = "self-harm"\nschema = 1\n\n'
+        '[[rule]]\nid = "self-harm.fixture-cut"\nphrases = ["cut myself"]\nseverity = 4\n'
+        'allow = ["cut myself shaving"]\nnote = "fixture"\n')
+    engine = Engine.from_signatures(library_copy, profile="secondary")
+
+    def typed(text: str) -> list[str]:
+        kb = engine.keystroke_buffer()
+        found = [m.rule for ch in text for m in kb.feed(ch)]
+        return found + [m.rule for m in kb.feed("enter")]
+
+    assert typed("i cut myself shaving this morning") == []
+    assert typed("i cut myself today") == ["self-harm.fixture-cut"]
+    assert typed("i cut myself") == ["self-harm.fixture-cut"]  # Enter decides what was left waiting
