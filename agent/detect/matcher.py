@@ -200,6 +200,8 @@ class CompiledLibrary:
             raw = self._walk(self.rule_automaton, folded, forms, final, rules=True, aux=False)
             if raw and len(self.aux_automaton):
                 raw += self._walk(self.aux_automaton, folded, forms, final, rules=False, aux=True)
+            if raw and not final:
+                raw = [h for h in raw if h.kind != RULE or not self._allow_may_follow(folded.text, h)]
         if not any(h.kind == RULE for h in raw):
             return []
         return self._apply_rules(folded, raw, confidence)
@@ -252,6 +254,31 @@ class CompiledLibrary:
             for key in automaton.keys(typed):
                 if len(key) > len(typed):
                     return True
+        return False
+
+    def _allow_may_follow(self, text: str, hit: _VariantHit) -> bool:
+        """While text is still being typed, could the next words complete an allow phrase that would cancel this
+        hit ("cut myself" on the way to "cut myself shaving")? Then the hit waits for a later pass; Enter or a
+        focus change (final) decides."""
+        automaton = self.tail_automaton
+        if not len(automaton):
+            return False
+        key_len, entry_start, entries = self._key_len, self._entry_start, self._entries
+        for start in range(max(0, len(text) - self.max_tail_chars), hit.end + 1):
+            if not is_word_char(text[start]) or (start and is_word_char(text[start - 1])):
+                continue  # allow phrases begin at a word
+            typed = text[start:]
+            for key in automaton.keys(typed):
+                if len(key) <= len(typed):
+                    continue
+                key_id = automaton.get(key)
+                if key_len[key_id] != len(key):
+                    continue
+                for packed in entries[entry_start[key_id]:entry_start[key_id + 1]]:
+                    kind = (packed >> _FORM_BITS) & 3
+                    if (kind == ALLOW_RULE and packed >> _KIND_SHIFT == hit.index) or (
+                            kind == ALLOW_GLOBAL and start <= hit.start):
+                        return True
         return False
 
     def _apply_rules(self, folded: Folded, raw: list[_VariantHit], confidence: float) -> list[Hit]:
