@@ -108,6 +108,7 @@ class FakeEventSource:
     def __init__(self, notify):
         self.notify = notify
         self.stopped = threading.Event()
+        self.died = threading.Event()
         FakeEventSource.instances.append(self)
 
     def start(self) -> None:
@@ -116,6 +117,9 @@ class FakeEventSource:
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def is_alive(self) -> bool:
+        return not self.died.is_set()
 
     def fire(self, hints: list[str]) -> None:
         threading.Thread(target=self.notify, args=(hints,)).start()  # from another thread, like the OS's
@@ -244,6 +248,19 @@ def test_windows_falls_back_to_polling_when_the_window_cannot_start(drives):
         assert watcher.backend == "windows-poll"
         drives.plug("E", "FAT32", "rw,removable", bus="USB")
         assert reports.next().path == "\\\\.\\E:"  # found by the 2 s poll with no event at all
+    finally:
+        watcher.stop()
+
+
+def test_windows_polls_when_the_message_loop_ends(drives):
+    reports = Reports()
+    watcher = windows_watcher(reports)
+    try:
+        assert watcher.backend == "windows-devicechange"
+        FakeEventSource.instances[0].died.set()
+        drives.plug("E", "FAT32", "rw,removable", bus="USB")
+        assert reports.next().path == "\\\\.\\E:"  # no event will come: the 2 s poll finds it
+        assert watcher.backend == "windows-poll"
     finally:
         watcher.stop()
 

@@ -74,6 +74,9 @@ class DiskArbitrationListener:
         if self._thread is not None:
             self._thread.join(RUN_LOOP_SLICE_S + 3)
 
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def on_disk(self, disk: int, _context: int) -> None:
         """DADiskAppearedCallback / DADiskDisappearedCallback: read the description, hand the name on, return."""
         try:

@@ -58,6 +58,9 @@ class VolumeEventSource(Protocol):
     def stop(self) -> None:
         """Stop listening and end the thread."""
 
+    def is_alive(self) -> bool:
+        """False once the source's thread has ended (its message loop failed)."""
+
 
 class EventPollingWatcher(PollingWatcher):
     """Lists volumes when the OS says they changed, not every 2 s; polls every 2 s when the OS will not say.
@@ -111,6 +114,11 @@ class EventPollingWatcher(PollingWatcher):
                 return hints
 
     def _wait(self, timeout: float) -> list[str]:
+        if self._source is not None and not self._source.is_alive():
+            # Without this, a dead message loop would mean no arrival is ever noticed again, silently.
+            log.warning("media watcher: OS volume notifications stopped; polling every %ss", POLL_INTERVAL_S)
+            self._source = None
+            self.backend = self.poll_backend
         if self._source is None:
             return super()._wait(timeout)
         hints = self._take_events(timeout)

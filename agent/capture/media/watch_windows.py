@@ -101,6 +101,9 @@ class DeviceChangeWindow:
         if self._thread is not None:
             self._thread.join(5)
 
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def on_message(self, hwnd: int, msg: int, wparam: int, lparam: int) -> int:
         """The window procedure: note volume events and return at once (anything slow here delays Windows)."""
         api = self._api
