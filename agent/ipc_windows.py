@@ -13,8 +13,10 @@ Windows has no Unix socket with peer credentials, so (selected by agent/ipc.py w
   (OpenProcessToken, GetTokenInformation(TokenUser), LookupAccountSidW) is the user named on the alert.
   asyncio is imported where the server uses it, as in agent/ipc.py: the helper never runs a server.
 - The helper asks the same of the other end before sending anything: the process owning the service's end must
-  run as LocalSystem (or as the helper's own user, for a service started by hand). A pupil who binds the port of a
-  stopped service gets nothing: matches wait in memory, as when the service is away.
+  run as LocalSystem. A pupil who binds the port of a stopped service gets nothing, not even one of their own
+  helper's matches: they wait in memory, as when the service is away. (Trusting the helper's own user too would
+  let a pupil divert their own matches to a program of theirs; a service started by hand for testing must run as
+  SYSTEM, e.g. `psexec -s`.)
 
 Named pipes were the alternative; serving one from asyncio needs the private ProactorEventLoop pipe API, while
 this keeps the shared asyncio server and the helper's select() loop, and runs (with the OS lookups faked) in tests.
@@ -272,9 +274,7 @@ class WindowsMatchServer(MatchServer):
 class WindowsMatchClient(MatchClient):
     """MatchClient over loopback TCP: reads the endpoint, checks who listens, offers the secret."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self._own_sid: str | None = None
+    service_sids: frozenset[str] = frozenset({LOCAL_SYSTEM_SID})
 
     def _connect(self) -> socket.socket:
         endpoint = Endpoint.from_json(endpoint_path_for(self.socket_path).read_text())
@@ -290,10 +290,5 @@ class WindowsMatchClient(MatchClient):
 
     def _check_service(self, sock: socket.socket) -> None:
         pid, sid, account = loopback_peer(sock)
-        if sid not in self._trusted_sids():
+        if sid not in self.service_sids:
             raise UntrustedSocket(f"port {sock.getpeername()[1]} belongs to {account} (pid {pid}), not the service")
-
-    def _trusted_sids(self) -> set[str]:
-        if self._own_sid is None:
-            self._own_sid = account_of_process(os.getpid())[0]
-        return {LOCAL_SYSTEM_SID, self._own_sid}

@@ -61,6 +61,13 @@ def windows(monkeypatch) -> FakeWindows:
     return fake
 
 
+def helper(socket_path: Path, **kwargs) -> WindowsMatchClient:
+    """A helper that also trusts this test's own user: the test's service runs as that user, not as SYSTEM."""
+    client = WindowsMatchClient(socket_path, socket_path.parent.parent, **kwargs)
+    client.service_sids = frozenset({ipc_windows.LOCAL_SYSTEM_SID, FakeWindows().account_of_process(os.getpid())[0]})
+    return client
+
+
 @pytest.fixture
 def socket_path(tmp_path) -> Path:
     return tmp_path / "state" / "ipc" / "session.sock"
@@ -100,7 +107,7 @@ def match_message(severity: int, rule: str = "r0") -> dict:
 
 def test_matches_are_acked_and_the_sender_is_the_owner_of_the_client_port(windows, socket_path):
     service = WindowsService(socket_path).start()
-    client = WindowsMatchClient(socket_path, socket_path.parent.parent, hello={"pid": os.getpid()})
+    client = helper(socket_path, hello={"pid": os.getpid()})
     try:
         endpoint = Endpoint.from_json((socket_path.parent / "session.endpoint").read_text())
         assert endpoint.port == service.server.port
@@ -133,7 +140,7 @@ def test_a_connection_without_the_secret_is_closed_unread(windows, socket_path):
 
 
 def test_matches_wait_while_the_service_is_away_and_follow_its_new_port_and_secret(windows, socket_path):
-    client = WindowsMatchClient(socket_path, socket_path.parent.parent, max_backoff=0.2)
+    client = helper(socket_path, max_backoff=0.2)
     client.start()
     try:
         client.send(match_message(2, "r1"))
@@ -174,12 +181,14 @@ def test_a_pupil_listening_on_a_stopped_services_port_gets_nothing(windows, sock
     endpoint_text = (socket_path.parent / "session.endpoint").read_text()
     port = service.server.port
     service.stop()
-    # The service died without cleaning up, and a pupil's program took its port.
+    # The service died without cleaning up, and a pupil's program took its port; even that pupil's own helper
+    # must not trust it, or a pupil could divert their own matches.
     (socket_path.parent / "session.endpoint").write_text(endpoint_text)
     impostor = subprocess.Popen([sys.executable, "-c", IMPOSTOR, str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert impostor.stdout.readline().strip() == "listening"
         windows.accounts[impostor.pid] = (PUPIL_SID, "SCHOOL\\pupil")
+        windows.accounts[os.getpid()] = (PUPIL_SID, "SCHOOL\\pupil")
         client = WindowsMatchClient(socket_path, socket_path.parent.parent, max_backoff=0.2)
         client.start()
         try:
@@ -200,9 +209,8 @@ def test_a_service_running_as_local_system_is_trusted(windows, socket_path):
     service = WindowsService(socket_path).start()
     client = WindowsMatchClient(socket_path, socket_path.parent.parent)
     try:
-        # The helper runs as a pupil; the service's end of the connection is owned by LocalSystem.
+        # This process plays the service; the OS says it runs as LocalSystem, which a helper trusts by default.
         windows.accounts[os.getpid()] = ("S-1-5-18", "NT AUTHORITY\\SYSTEM")
-        client._own_sid = PUPIL_SID
         client.start()
         client.send(match_message(3))
         assert client.wait_delivered(10)
