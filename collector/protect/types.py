@@ -150,6 +150,21 @@ def _row_key_value(obj_or_row: Any, name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def bind_rows(table: Table, rows: list[dict]) -> list[dict]:
+    """Rows for an executemany INSERT with each content value bound to its row (by the column's row key)."""
+    columns = encrypted_columns(table)
+    if not columns:
+        return rows
+    out = []
+    for row in rows:
+        row = dict(row)
+        for name, col_type in columns.items():
+            if name in row and row.get(col_type.row_key) is not None:
+                row[name] = bound(row[name], str(row[col_type.row_key]))
+        out.append(row)
+    return out
+
+
 # ---------------------------------------------------------------- writing through the ORM unit of work
 
 def _bind_instance(target: Any, table: Table, only_changed: bool) -> None:
