@@ -9,7 +9,10 @@ variant. Word boundaries, allow-lists, elongation and context rules are checked 
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 import ahocorasick
 
@@ -70,7 +73,7 @@ class CompiledLibrary:
         self.max_phrase_chars = 1
         self.max_tail_chars = 1  # longest substring-mode or allow key: what a per-letter tail scan must cover
         self._build()
-        self.empty = len(self.rule_automaton) == 0  # no rule for this band: nothing to walk
+        self.empty = len(self.rule_automaton) == 0 and not self._joined_hashes  # no rule for this band
 
     def _build(self) -> None:
         # key -> packed entry, or a list of them when phrases of several rules fold to the same key. Plain ints
@@ -124,14 +127,19 @@ class CompiledLibrary:
         key_len = array("H")
         entry_start = array("L")
         entries = array("Q")
+        joined_only: list[tuple[int, int, str]] = []  # (hash, key id, key) of rule keys matched only where joined
         for key_id, (key, packed) in enumerate(table.items()):
             group = [packed] if isinstance(packed, int) else packed
             # No text variant is walked with COMPACT_COLLAPSED accepted (see `find`), so a key stored only in that
             # form can never be matched by the rule or aux walks: leaving it out of them saves ~22,000 trie nodes.
             # The tail automaton keeps every key, because `_may_still_change` looks keys up regardless of form.
             kinds = {(e >> _FORM_BITS) & 3 for e in group if e & _WALKED_FORMS}
-            if RULE in kinds:
+            if any((e >> _FORM_BITS) & 3 == RULE and e & (NORMAL | COLLAPSED) for e in group):
                 self.rule_automaton.add_word(key, key_id)
+            elif RULE in kinds:
+                # Only ever accepted inside a run of joined single letters: looked up there (see _joined_in_runs)
+                # rather than kept in the automaton every text walks, which saves ~80,000 trie nodes.
+                joined_only.append((hash(key), key_id, key))
             if kinds - {RULE}:
                 self.aux_automaton.add_word(key, key_id)
             if any((e >> _FORM_BITS) & 3 in (ALLOW_GLOBAL, ALLOW_RULE) for e in group) or any(
@@ -142,6 +150,14 @@ class CompiledLibrary:
             entries.extend(group)
         entry_start.append(len(entries))
         table.clear()
+        joined_only.sort()
+        self._joined_hashes = array("q", (h for h, _, _ in joined_only))
+        self._joined_ids = array("L", (key_id for _, key_id, _ in joined_only))
+        self._joined_keys = "".join(key for _, _, key in joined_only)  # the keys themselves, to rule out collisions
+        self._joined_offsets = array("L", [0])
+        for _, _, key in joined_only:
+            self._joined_offsets.append(self._joined_offsets[-1] + len(key))
+        self._joined_max_chars = max((len(key) for _, _, key in joined_only), default=0)
         for automaton in (self.rule_automaton, self.aux_automaton, self.tail_automaton):
             if len(automaton):
                 automaton.make_automaton()
@@ -194,21 +210,42 @@ class CompiledLibrary:
         if not folded.text:
             return []
         if substring_only:
-            raw = self._walk(self.tail_automaton, folded, forms, final, rules=True, aux=True, substring_only=True)
+            raw = self._walk(self.tail_automaton.iter(folded.text), folded, forms, final, rules=True, aux=True,
+                             substring_only=True)
             raw = [h for h in raw if h.kind != RULE or not self._may_still_change(folded.text, h)]
         else:
-            raw = self._walk(self.rule_automaton, folded, forms, final, rules=True, aux=False)
+            found: Iterable[tuple[int, int]] = self.rule_automaton.iter(folded.text)
+            if COMPACT in forms and folded.runs and self._joined_hashes:
+                found = chain(found, self._joined_in_runs(folded))
+            raw = self._walk(found, folded, forms, final, rules=True, aux=False)
             if raw and len(self.aux_automaton):
-                raw += self._walk(self.aux_automaton, folded, forms, final, rules=False, aux=True)
+                raw += self._walk(self.aux_automaton.iter(folded.text), folded, forms, final, rules=False, aux=True)
             if raw and not final:
                 raw = [h for h in raw if h.kind != RULE or not self._allow_may_follow(folded.text, h)]
         if not any(h.kind == RULE for h in raw):
             return []
         return self._apply_rules(folded, raw, confidence)
 
-    def _walk(self, automaton: ahocorasick.Automaton, folded: Folded, forms: tuple[int, ...], final: bool, *,
+    def _joined_in_runs(self, folded: Folded) -> Iterator[tuple[int, int]]:
+        """(end, key id) of every joined-only rule key lying inside a run of joined single letters."""
+        text = folded.text
+        hashes, ids, keys, offsets = self._joined_hashes, self._joined_ids, self._joined_keys, self._joined_offsets
+        count = len(hashes)
+        for run_start, run_end in folded.runs:
+            for end in range(run_start, run_end):
+                for start in range(max(run_start, end + 1 - self._joined_max_chars), end + 1):
+                    piece = text[start:end + 1]
+                    digest = hash(piece)
+                    i = bisect_left(hashes, digest)
+                    while i < count and hashes[i] == digest:
+                        if keys[offsets[i]:offsets[i + 1]] == piece:
+                            yield end, ids[i]
+                        i += 1
+
+    def _walk(self, found: Iterable[tuple[int, int]], folded: Folded, forms: tuple[int, ...], final: bool, *,
               rules: bool, aux: bool, substring_only: bool = False) -> list[_VariantHit]:
-        """Raw hits of the wanted kinds (rule entries, allow/context entries) with boundaries and forms checked."""
+        """Raw hits of the wanted kinds (rule entries, allow/context entries) with boundaries and forms checked;
+        `found` gives (end, key id) pairs, from an automaton's walk of folded.text or from _joined_in_runs."""
         text = folded.text
         last = len(text) - 1
         accepted = 0
@@ -219,7 +256,7 @@ class CompiledLibrary:
         rule_list = self.rules
         key_len, entry_start, all_entries = self._key_len, self._entry_start, self._entries
         raw: list[_VariantHit] = []
-        for end, key_id in automaton.iter(text):
+        for end, key_id in found:
             start = end - key_len[key_id] + 1
             bounded = (start == 0 or not is_word_char(text[start - 1])) and (
                 end == last or not is_word_char(text[end + 1]))
