@@ -237,10 +237,13 @@ def write_endpoint(path: Path, endpoint: Endpoint) -> None:
 class WindowsMatchServer(MatchServer):
     """MatchServer on 127.0.0.1: checks the secret, then names the peer from its process token."""
 
+    @property
+    def endpoint_path(self) -> Path:
+        return endpoint_path_for(self.socket_path)
+
     async def start(self) -> None:
         import asyncio
 
-        self.endpoint_path = endpoint_path_for(self.socket_path)
         self._secret = secrets.token_hex(32)
         self._server = await asyncio.start_server(self._serve, host=LOOPBACK, port=0, limit=MAX_LINE_BYTES)
         self.port = self._server.sockets[0].getsockname()[1]
