@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,10 +76,11 @@ def main() -> int:
     p.add_argument("--alerts", type=int, default=200, help="alerts per agent")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--db", default=None, help="database URL (default: SQLite in a temp dir)")
+    p.add_argument("--workers", type=int, default=1, help="collector worker processes (use PostgreSQL for > 1)")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        collector = Collector(Path(tmp) / "collector", args.db).init().start()
+        collector = Collector(Path(tmp) / "collector", args.db).init().start(workers=args.workers)
         try:
             token = collector.token(uses=args.agents)
             states = []
@@ -93,8 +93,10 @@ def main() -> int:
             latencies = asyncio.run(upload_all(states, address, args.alerts, args.batch))
             elapsed = time.perf_counter() - start
             total = sum(len(stored_seqs(collector, s.agent_id)) for s in states)
-            rss = int(subprocess.run(["ps", "-o", "rss=", "-p", str(collector.proc.pid)],
-                                     capture_output=True, text=True).stdout.strip() or 0) / 1024
+            import psutil
+
+            procs = [psutil.Process(collector.proc.pid), *psutil.Process(collector.proc.pid).children(recursive=True)]
+            rss = sum(p.memory_info().rss for p in procs) / 2**20
         finally:
             collector.stop()
     expected = args.agents * args.alerts
@@ -102,7 +104,7 @@ def main() -> int:
     lat = sorted(latencies)
     result = {
         "db": "postgresql" if args.db and args.db.startswith("postgresql") else "sqlite",
-        "agents": args.agents, "alerts": expected, "stored": total, "batch": args.batch,
+        "agents": args.agents, "workers": args.workers, "alerts": expected, "stored": total, "batch": args.batch,
         "alerts_per_s": round(total / elapsed, 1),
         "upload_p50_ms": round(statistics.median(lat) * 1000, 2),
         "upload_p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 2),
