@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,12 @@ def write_private(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def _grant_users_read(path: Path) -> None:
+    """On Windows a replaced file takes the state folder's SYSTEM/Administrators-only ACL; give the local Users
+    group (S-1-5-32-545) read access again so the session helper, running as the pupil, can read it."""
+    subprocess.run(["icacls.exe", str(path), "/grant", "*S-1-5-32-545:R"], capture_output=True, check=False)
 
 
 def _pem(key) -> bytes:
@@ -91,6 +99,8 @@ class AgentState:
         tmp.write_text(json.dumps(values, indent=2, sort_keys=True))
         os.chmod(tmp, 0o644)  # the session helper reads the age band from here
         tmp.replace(self.config_path)
+        if sys.platform == "win32":
+            _grant_users_read(self.config_path)
 
     def credentials(self) -> tuple[bytes, bytes, bytes]:
         """(CA PEM, TLS key PEM, client certificate PEM) for the mTLS channel."""

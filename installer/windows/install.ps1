@@ -84,6 +84,16 @@ function Protect-StateDir {
     & icacls.exe $StateDir /inheritance:r /grant:r 'SYSTEM:(OI)(CI)F' 'Administrators:(OI)(CI)F' | Out-Null
 }
 
+function Grant-HelperReads {
+    # The session helper runs as the pupil: it reads agent.json (age band, notice, privacy lists) and the
+    # service's verified keyword bundle, never the keys or the spool. S-1-5-32-545 is the local Users group.
+    $config = Join-Path $StateDir 'agent.json'
+    if (Test-Path $config) { & icacls.exe $config /grant '*S-1-5-32-545:R' | Out-Null }
+    $bundle = Join-Path $StateDir 'bundle'
+    New-Item -ItemType Directory -Force -Path $bundle | Out-Null
+    & icacls.exe $bundle /grant '*S-1-5-32-545:(OI)(CI)R' | Out-Null
+}
+
 function Copy-Program {
     if (-not (Test-Path (Join-Path $Source 'wardwatch-agent.exe'))) {
         Stop-WithError "no frozen build at $Source (build it with: pyinstaller installer\windows\wardwatch-agent.spec)"
@@ -143,6 +153,7 @@ switch ($PSCmdlet.ParameterSetName) {
             if ($AgeBand) { $enrolArgs += @('--age-band', $AgeBand) }
             if ((Invoke-Agent $enrolArgs) -ne 0) { Stop-WithError 'enrolment failed (see the line above)' }
         }
+        Grant-HelperReads
         Register-AgentService
         Register-HelperTask
         if (-not $NoStart) { Start-Service -Name $ServiceName }
@@ -153,6 +164,7 @@ switch ($PSCmdlet.ParameterSetName) {
         Set-Maintenance 'upgrade'
         Stop-Service -Name $ServiceName -ErrorAction SilentlyContinue
         Copy-Program
+        Grant-HelperReads
         Register-AgentService
         Register-HelperTask
         Start-Service -Name $ServiceName
