@@ -128,7 +128,10 @@ class CompiledLibrary:
         entry_start = array("L")
         entries = array("Q")
         joined_only: list[tuple[int, int, str]] = []  # (hash, key id, key) of rule keys matched only where joined
-        for key_id, (key, packed) in enumerate(table.items()):
+        # Popped, not iterated: each key string is freed as its trie nodes are allocated, so the nodes reuse that
+        # memory instead of leaving the whole table's worth behind as heap holes (-3 MB RSS). Key ids are arbitrary.
+        for key_id in range(len(table)):
+            key, packed = table.popitem()
             group = [packed] if isinstance(packed, int) else packed
             # No text variant is walked with COMPACT_COLLAPSED accepted (see `find`), so a key stored only in that
             # form can never be matched by the rule or aux walks: leaving it out of them saves ~22,000 trie nodes.
@@ -149,7 +152,6 @@ class CompiledLibrary:
             entry_start.append(len(entries))
             entries.extend(group)
         entry_start.append(len(entries))
-        table.clear()
         joined_only.sort()
         self._joined_hashes = array("q", (h for h, _, _ in joined_only))
         self._joined_ids = array("L", (key_id for _, key_id, _ in joined_only))
