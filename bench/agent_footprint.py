@@ -139,13 +139,20 @@ def main() -> int:
         subprocess.run(["xdotool", "windowactivate", "--sync", wid], env=env, check=True)
 
         collector.init().start()
+        # Agents run a signed bundle in production, and the helper verifies it before use: measure that path, not
+        # only the built-in libraries an agent falls back to before its first bundle arrives.
+        collector.cli("bundle", "publish")
         agent.enroll(collector.token()).start()
         wait_for(lambda: (agent.state / "ipc" / "session.sock").exists(), 60, "the agent service")
+        wait_for(lambda: (agent.state / "bundle" / "current.wwb").exists(), 120, "the keyword bundle")
         session_log = tmp / "session.log"
         with open(session_log, "wb") as log:
             helper = subprocess.Popen([AGENT, "--state", str(agent.state), "session"], env=env, stdout=log,
                                       stderr=subprocess.STDOUT)
         wait_for(lambda: b"capturing:" in session_log.read_bytes(), 60, "the session helper")
+        if b"keyword bundle" not in session_log.read_bytes():
+            print("agent_footprint: the helper did not load the signed bundle", file=sys.stderr)
+            return 1
         procs = {"service": psutil.Process(agent.proc.pid), "helper": psutil.Process(helper.pid)}
         time.sleep(3)  # let start-up work (imports, first heartbeat) finish before measuring idle
 
