@@ -61,3 +61,17 @@ def store_engine(db_url):
     migrate(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on 127.0.0.1 (aiosmtpd): yields (Inbox, port)."""
+    from aiosmtpd.controller import Controller
+
+    from tests.harness import Inbox, free_port
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield inbox, controller.port
+    controller.stop()

@@ -22,7 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+def wait_for(condition, timeout: float = 10.0, what: str = "condition", interval: float = 0.05):
     """Poll `condition` until it returns a truthy value or the deadline passes (then fail, naming `what`)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -156,3 +156,20 @@ def queue_alerts(state: Path, count: int, severity: int = 3, text: str = "queued
         return [spool.enqueue(severity, lambda s: signer.envelope(alert, s)) for _ in range(count)]
     finally:
         spool.close()
+
+
+class Inbox:
+    """A real SMTP server's mailbox (aiosmtpd handler): every message with its recipients."""
+
+    def __init__(self):
+        import email.message
+
+        self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        import email
+        import email.policy
+
+        self.messages.append((list(envelope.rcpt_tos),
+                              email.message_from_bytes(envelope.content, policy=email.policy.default)))
+        return "250 OK"

@@ -23,7 +23,7 @@ def test_generated_code_is_reproducible_from_the_proto(tmp_path):
 def test_enrolment_string_round_trips_and_rejects_damage():
     es = EnrolmentString("school.example:50051", "school.example:50052", "abcd.secret", "f" * 64, "Main")
     assert EnrolmentString.decode(es.encode()) == es
-    with pytest.raises(EnrolmentStringError, match="cut short|damaged"):
+    with pytest.raises(EnrolmentStringError, match=r"cut short|damaged"):
         EnrolmentString.decode(es.encode()[:-7])
     with pytest.raises(EnrolmentStringError, match="not a WardWatch"):
         EnrolmentString.decode("hello")

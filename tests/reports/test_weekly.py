@@ -2,12 +2,9 @@
 
 import asyncio
 import datetime as dt
-import email
-import email.policy
 import re
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session
 
 from collector import audit
@@ -23,23 +20,6 @@ MONDAY_AFTER = dt.datetime(2026, 11, 23, 8, tzinfo=dt.UTC)
 SUMMARY = re.compile(r"(\d+) alerts? \((\d+) high severity\); (\d+) still open")
 
 
-class Inbox:
-    def __init__(self):
-        self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((list(envelope.rcpt_tos),
-                              email.message_from_bytes(envelope.content, policy=email.policy.default)))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield inbox, controller.port
-    controller.stop()
 
 
 def _config(seeded, port: int, **reports) -> CollectorConfig:

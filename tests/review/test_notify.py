@@ -1,36 +1,13 @@
 """Imminent-risk paging through a real SMTP server (aiosmtpd on 127.0.0.1): page, escalate, acknowledge."""
 
 import datetime as dt
-import email
-import email.policy
 import re
 
-import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session
 
 from collector import audit, notify
 from collector.config import CollectorConfig
 from tests.harness import free_port, wait_for
-
-
-class Inbox:
-    def __init__(self):
-        self.messages: list[tuple[list[str], str]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append((list(envelope.rcpt_tos), parsed.get_content()))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield inbox, controller.port
-    controller.stop()
 
 
 def test_page_escalate_and_acknowledge(world, smtp, db_url):
@@ -50,7 +27,8 @@ def test_page_escalate_and_acknowledge(world, smtp, db_url):
 
     assert notify.run_once(cfg, world.engine, now) == 1
     wait_for(lambda: len(inbox.messages) == 1, 10, "the first page")
-    to, body = inbox.messages[0]
+    to, message = inbox.messages[0]
+    body = message.get_content()
     assert to == ["amber@school.invalid"]
     assert "SECRET" not in body and "pupil.one" not in body and "07700 900002" in body
     assert f"https://console.school.invalid/alerts/{alert_id}" in body
@@ -58,7 +36,8 @@ def test_page_escalate_and_acknowledge(world, smtp, db_url):
     assert notify.run_once(cfg, world.engine, now + dt.timedelta(minutes=2)) == 0  # not yet due
     assert notify.run_once(cfg, world.engine, now + dt.timedelta(minutes=6)) == 1  # nobody acknowledged
     wait_for(lambda: len(inbox.messages) == 2, 10, "the escalation")
-    to, body = inbox.messages[1]
+    to, message = inbox.messages[1]
+    body = message.get_content()
     assert to == ["basil@school.invalid"]
     token = re.search(r"/ack/([A-Za-z0-9_-]+)", body).group(1)
 
