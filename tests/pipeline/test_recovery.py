@@ -30,27 +30,17 @@ def test_alerts_spooled_while_the_collector_is_down_arrive_once(collector, enrol
     assert stored_seqs(collector, agent_id) == seqs
 
 
-def test_collector_killed_mid_batch(collector, enrolled):
+@pytest.mark.parametrize("victim", ["collector", "agent"])
+def test_process_killed_mid_batch_loses_and_doubles_nothing(collector, enrolled, victim):
+    """SIGKILL the collector (mid-commit) or the agent (mid-send) while a backlog drains, then restart it."""
     agent_id = enrolled.config()["agent_id"]
     seqs = queue_alerts(enrolled.state, BACKLOG)
     enrolled.start()
     wait_for(lambda: len(stored_seqs(collector, agent_id)) > 0, 60, "the first batch to be stored")
-    collector.stop(signal.SIGKILL)
+    process = collector if victim == "collector" else enrolled
+    process.stop(signal.SIGKILL)
     assert len(stored_seqs(collector, agent_id)) < BACKLOG, "backlog drained before the kill; make it larger"
-    collector.start()
-    wait_for(lambda: len(stored_seqs(collector, agent_id)) == BACKLOG, 180, "the whole backlog")
-    wait_for(lambda: _spool_empty(enrolled), 30, "the spool to empty")
-    assert stored_seqs(collector, agent_id) == seqs
-
-
-def test_agent_killed_mid_send(collector, enrolled):
-    agent_id = enrolled.config()["agent_id"]
-    seqs = queue_alerts(enrolled.state, BACKLOG)
-    enrolled.start()
-    wait_for(lambda: len(stored_seqs(collector, agent_id)) > 0, 60, "the first batch to be stored")
-    enrolled.stop(signal.SIGKILL)
-    assert len(stored_seqs(collector, agent_id)) < BACKLOG, "backlog drained before the kill; make it larger"
-    enrolled.start()
+    process.start()
     wait_for(lambda: len(stored_seqs(collector, agent_id)) == BACKLOG, 180, "the whole backlog")
     wait_for(lambda: _spool_empty(enrolled), 30, "the spool to empty")
     assert stored_seqs(collector, agent_id) == seqs

@@ -164,9 +164,8 @@ def test_a_recent_run_elsewhere_means_the_schedule_waits(store_engine, seeded):
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # the advisory lock is PostgreSQL's
 def test_only_one_replica_runs_at_a_time_on_postgresql(store_engine, seeded):
-    if store_engine.dialect.name != "postgresql":
-        pytest.skip("the advisory lock is PostgreSQL's; SQLite has one writer anyway")
     from collector.protect.retention import ADVISORY_LOCK_KEY
 
     with store_engine.connect() as other:
