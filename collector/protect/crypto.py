@@ -23,13 +23,27 @@ def aad(column: str, row_key: str) -> bytes:
     return b"wardwatch-content/v1\0" + column.encode() + b"\0" + row_key.encode()
 
 
+# One AESGCM object per key: building it (the key schedule) cost as much as sealing a short value, and the
+# gateway seals several values for every alert it stores. Keys are few (the current one and rotated-out ones).
+_ciphers: dict[bytes, AESGCM] = {}
+
+
+def _cipher(key: bytes) -> AESGCM:
+    cipher = _ciphers.get(key)
+    if cipher is None:
+        if len(_ciphers) > 64:
+            _ciphers.clear()
+        cipher = _ciphers[key] = AESGCM(key)
+    return cipher
+
+
 def seal(ring: KeyRing, plaintext: bytes, column: str, row_key: str) -> bytes:
     key_id, key = ring.current_key()
     row = row_key.encode()
     if len(row) > 0xFFFF:
         raise ValueError("row key too long")
     nonce = os.urandom(NONCE_BYTES)  # random 96-bit nonces: safe far beyond the 2^32 messages one key will see
-    sealed = AESGCM(key).encrypt(nonce, plaintext, aad(column, row_key))
+    sealed = _cipher(key).encrypt(nonce, plaintext, aad(column, row_key))
     return bytes([FORMAT_VERSION]) + key_id + len(row).to_bytes(2, "big") + row + nonce + sealed
 
 
@@ -50,7 +64,7 @@ def unseal(ring: KeyRing, blob: bytes, column: str) -> tuple[bytes, str]:
     row_key = bytes(blob[_HEADER:row_end]).decode("utf-8", "replace")
     nonce = bytes(blob[row_end:row_end + NONCE_BYTES])
     try:
-        plaintext = AESGCM(ring.key(key_id)).decrypt(nonce, bytes(blob[row_end + NONCE_BYTES:]),
+        plaintext = _cipher(ring.key(key_id)).decrypt(nonce, bytes(blob[row_end + NONCE_BYTES:]),
                                                      aad(column, row_key))
     except InvalidTag:
         raise ContentKeyError(f"{column} of row {row_key} does not decrypt: the ciphertext was altered or moved, "

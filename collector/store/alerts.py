@@ -1,13 +1,91 @@
-"""Exactly-once alert storage: (agent_id, seq) is unique and a resend is answered with the stored id."""
+"""Exactly-once alert storage: (agent_id, seq) is unique and a resend is answered with the stored id.
+
+This is the gateway's hot path, so it bypasses the ORM's per-value bind processing: the content columns are
+sealed here, once per value, with the same format and binding (column + row id) that the column types in
+collector/protect/types.py write and read, so every reader keeps decrypting through those types. On PostgreSQL a
+batch is one prepared statement that takes every column as an array (`INSERT ... SELECT FROM unnest(...)`), sent
+in binary; building a multi-row VALUES, or letting SQLAlchemy expand an executemany, cost more than verifying
+the signatures.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select, tuple_
+from typing import Any
+
+from sqlalchemy import Column, LargeBinary, MetaData, Table, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from collector.protect.types import bind_rows
+from collector.protect.crypto import seal
+from collector.protect.keys import active_keyring
+from collector.protect.types import encrypted_columns
 from collector.store.models import Alert
+
+_TABLE = Alert.__table__
+_SEALED = encrypted_columns(_TABLE)  # column name -> its _Encrypted type
+_COLUMNS = [c.key for c in _TABLE.columns]
+
+
+def _defaults() -> dict[str, Any]:
+    """Per-column fallbacks for keys a caller leaves out: the model's scalar defaults (callable ones, such as
+    received_at's clock, are called once per batch by `sealed_columns`)."""
+    out: dict[str, Any] = {}
+    for c in _TABLE.columns:
+        if c.default is not None and c.default.is_scalar:
+            out[c.key] = c.default.arg
+        elif c.server_default is not None:
+            out[c.key] = int(c.server_default.arg) if c.key == "version" else None
+        elif c.nullable:
+            out[c.key] = None
+    return out
+
+
+_DEFAULTS = _defaults()
+_CALLABLE_DEFAULTS = {c.key: c.default.arg for c in _TABLE.columns if c.default is not None and c.default.is_callable}
+# The same table with the content columns as plain bytes: the values reach it sealed already.
+_RAW = Table(_TABLE.name, MetaData(), *[
+    Column(c.name, LargeBinary if c.key in _SEALED else c.type, primary_key=c.primary_key) for c in _TABLE.columns])
+
+
+def _pg_statement() -> str:
+    dialect = postgresql.dialect()
+    casts = []
+    for c in _TABLE.columns:
+        sql_type = "BYTEA" if c.key in _SEALED else c.type.compile(dialect=dialect)
+        casts.append(f"%b::{sql_type}[]")
+    names = ", ".join(c.name for c in _TABLE.columns)
+    return (f"INSERT INTO {_TABLE.name} ({names}) SELECT * FROM unnest({', '.join(casts)}) "
+            "ON CONFLICT (agent_id, seq) DO NOTHING RETURNING agent_id, seq")
+
+
+_PG_INSERT = _pg_statement()
+
+
+def sealed_columns(rows: list[dict]) -> dict[str, list]:
+    """The rows as one list per column, every content value sealed for its row's id (as EncryptedText etc. would
+    seal it: None stays NULL, an empty value is stored empty)."""
+    ring = active_keyring()
+    called: dict[str, Any] = {}
+    out: dict[str, list] = {name: [] for name in _COLUMNS}
+    for row in rows:
+        row_id = str(row["id"])
+        for name in _COLUMNS:
+            if name in row:
+                value = row[name]
+            elif name in _DEFAULTS:
+                value = _DEFAULTS[name]
+            elif name in _CALLABLE_DEFAULTS:
+                if name not in called:
+                    called[name] = _CALLABLE_DEFAULTS[name](None)  # SQLAlchemy's wrapper takes a context
+                value = called[name]
+            else:
+                raise KeyError(f"an alert row needs a value for {name}")
+            col_type = _SEALED.get(name)
+            if col_type is not None and value is not None:
+                plain = col_type._encode(value)
+                value = seal(ring, plain, col_type.column, row_id) if plain else b""
+            out[name].append(value)
+    return out
 
 
 def insert_alerts(session: Session, rows: list[dict]) -> dict[int, tuple[str, bool]]:
@@ -17,14 +95,20 @@ def insert_alerts(session: Session, rows: list[dict]) -> dict[int, tuple[str, bo
     """
     if not rows:
         return {}
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # One statement for every batch size, so SQLAlchemy compiles it once and batches the rows itself; building a
-    # multi-row VALUES per batch cost more than verifying the signatures. RETURNING names the rows this statement
-    # inserted, so the usual all-new batch needs no second query.
-    stmt = (insert(Alert).on_conflict_do_nothing(index_elements=["agent_id", "seq"])
-            .returning(Alert.agent_id, Alert.seq))
-    inserted = {(agent_id, seq) for agent_id, seq in session.execute(stmt, bind_rows(Alert.__table__, rows))}
+    columns = sealed_columns(rows)
+    session.flush()  # anything the caller added (the agent row, say) must be in the database before its alerts
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # The session's own connection and transaction: committed (or rolled back) by the caller with the rest.
+        with connection.connection.driver_connection.cursor() as cur:
+            cur.execute(_PG_INSERT, [columns[name] for name in _COLUMNS], prepare=True)
+            inserted = set(cur.fetchall())
+    else:
+        stmt = (sqlite.insert(_RAW).on_conflict_do_nothing(index_elements=["agent_id", "seq"])
+                .returning(_RAW.c.agent_id, _RAW.c.seq))
+        params = [dict(zip(_COLUMNS, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        inserted = {(agent_id, seq) for agent_id, seq in connection.execute(stmt, params)}
+    # RETURNING names the rows this statement inserted, so the usual all-new batch needs no second query.
     result = {r["seq"]: (r["id"], True) for r in rows if (r["agent_id"], r["seq"]) in inserted}
     resent = [(r["agent_id"], r["seq"]) for r in rows if (r["agent_id"], r["seq"]) not in inserted]
     if resent:

@@ -54,3 +54,25 @@ def test_database_errors_never_carry_alert_content(store_engine):
             s.execute(text("PRAGMA foreign_keys=ON"))
         s.execute(Alert.__table__.insert().values(row))
     assert "SECRET-CHILD-TEXT" not in str(err.value)
+
+
+def test_stored_content_is_sealed_and_reads_back_through_the_model(store_engine):
+    """The insert seals content itself (not through the column types): what it writes must be ciphertext bound
+    to its row, read back in plain by the ORM, with the model's defaults for the columns a row leaves out."""
+    with Session(store_engine) as s, s.begin():
+        agent = _agent(s)
+        row = _row(agent, 7, matched="SECRET-CHILD-TEXT")
+        row["context"] = "was said in class"
+        row["details"] = {"usb": {"serial": "X1"}}
+        stored = insert_alerts(s, [row])
+    alert_id = stored[7][0]
+    with store_engine.connect() as conn:
+        raw = conn.execute(text("SELECT matched, context, window_title, details, payload FROM alerts")).one()
+    assert b"SECRET-CHILD-TEXT" not in bytes(raw.matched) and b"was said" not in bytes(raw.context)
+    assert bytes(raw.window_title) == b""  # empty stays empty, as the column type stores it
+    with Session(store_engine) as s:
+        alert = s.get(Alert, alert_id)
+        assert (alert.matched, alert.context, alert.window_title) == ("SECRET-CHILD-TEXT", "was said in class", "")
+        assert alert.details == {"usb": {"serial": "X1"}} and alert.payload == b"p"
+        assert (alert.state, alert.confidence, alert.version, alert.signature_ok) == ("new", 1.0, 0, True)
+        assert alert.received_at is not None
