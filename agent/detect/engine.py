@@ -81,7 +81,9 @@ class Engine:
             exemptions = other.exemptions
             other = other.compiled
         if isinstance(other, CompiledLibrary):
-            compiled = other if other.profile == self.profile else CompiledLibrary(other.library, self.profile)
+            if other.profile != self.profile:
+                raise ValueError(f"library compiled for {other.profile!r}, this engine runs {self.profile!r}")
+            compiled = other
         elif isinstance(other, Library):
             compiled = CompiledLibrary(other, self.profile)
         else:

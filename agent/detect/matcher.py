@@ -11,10 +11,10 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 
-import ahocorasick
+import ahocorasick_rs
 
 from agent.detect.normalise import Folded, Variants, collapse_repeats, fold, is_word_char, phrase_key, variants
 from signatures.schema import BANDS, Library, Rule
@@ -41,6 +41,47 @@ CONFIDENCE_JOINED = 0.75
 CONFIDENCE_COLLAPSED = 0.7
 
 
+class _Walk:
+    """One Aho-Corasick automaton over some of the library's keys, reporting (end, key id) like a trie walk.
+
+    ahocorasick_rs (the Rust aho-corasick crate) in its contiguous-NFA form keeps the ~350,000 states of the shipped
+    libraries in ~3 MB; a pointer-per-node trie (pyahocorasick) took ~16 MB, most of the session helper's memory.
+    With `prefixes`, the keys are also kept sorted for "which keys could this typed text still become" questions.
+    """
+
+    def __init__(self, keys: list[str], key_ids: list[int], prefixes: bool = False):
+        self._count = len(keys)
+        self._ids = array("L", key_ids)
+        self._automaton = ahocorasick_rs.AhoCorasick(
+            keys, matchkind=ahocorasick_rs.MATCHKIND_STANDARD, store_patterns=False,
+            implementation=ahocorasick_rs.Implementation.ContiguousNFA) if keys else None
+        if prefixes:
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            self._sorted_keys = [keys[i] for i in order]
+            self._sorted_ids = array("L", (key_ids[i] for i in order))
+        else:
+            self._sorted_keys, self._sorted_ids = [], array("L")
+
+    def __len__(self) -> int:
+        return self._count
+
+    def iter(self, text: str) -> list[tuple[int, int]]:
+        """(end, key id) of every occurrence of every key in text, overlapping ones included; end is inclusive."""
+        if self._automaton is None:
+            return []
+        ids = self._ids
+        return [(end - 1, ids[index]) for index, _start, end in
+                self._automaton.find_matches_as_indexes(text, overlapping=True)]
+
+    def keys_starting(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, key id) of every key that begins with prefix (the key itself included)."""
+        keys = self._sorted_keys
+        i = bisect_left(keys, prefix)
+        while i < len(keys) and keys[i].startswith(prefix):
+            yield keys[i], self._sorted_ids[i]
+            i += 1
+
+
 @dataclass(frozen=True)
 class Hit:
     """A rule hit in original-text offsets."""
@@ -65,17 +106,19 @@ class CompiledLibrary:
     def __init__(self, library: Library, profile: str):
         if profile not in BANDS:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(BANDS)}")
-        self.library = library
         self.profile = profile
         self.version = library.version
         self.rules: tuple[Rule, ...] = library.rules_for(profile)
         self.has_substring_rules = any(r.mode == "substring" for r in self.rules)
         self.max_phrase_chars = 1
         self.max_tail_chars = 1  # longest substring-mode or allow key: what a per-letter tail scan must cover
-        self._build()
+        self._build(library.allow)
+        # Once compiled, a rule's phrases and allows live in the automata: keeping the texts too would cost the
+        # session helper ~3 MB for as long as the pupil is logged on. Matches need only the rule's other fields.
+        self.rules = tuple(replace(r, phrases=(), allow=()) for r in self.rules)
         self.empty = len(self.rule_automaton) == 0 and not self._joined_hashes  # no rule for this band
 
-    def _build(self) -> None:
+    def _build(self, global_allow: tuple[str, ...]) -> None:
         # key -> packed entry, or a list of them when phrases of several rules fold to the same key. Plain ints
         # rather than tuples keep a 20,000-rule library small while it compiles.
         table: dict[str, int | list[int]] = {}
@@ -116,38 +159,38 @@ class CompiledLibrary:
             if rule.context is not None:
                 for phrase in rule.context.any:
                     add(phrase, CONTEXT, index)
-        for index, phrase in enumerate(self.library.allow):
+        for index, phrase in enumerate(global_allow):
             add(phrase, ALLOW_GLOBAL, index)
 
         # Three walks over shared per-key arrays: rule phrases (every text), allow and context phrases (only once a
         # rule has hit, which most text never does) and, for letter-by-letter typing, substring rules with allows.
-        self.rule_automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
-        self.aux_automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
-        self.tail_automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        walks: dict[str, tuple[list[str], list[int]]] = {"rule": ([], []), "aux": ([], []), "tail": ([], [])}
         key_len = array("H")
         entry_start = array("L")
         entries = array("Q")
         joined_only: list[tuple[int, int, str]] = []  # (hash, key id, key) of rule keys matched only where joined
-        # Popped, not iterated: each key string is freed as its trie nodes are allocated, so the nodes reuse that
-        # memory instead of leaving the whole table's worth behind as heap holes (-3 MB RSS). Key ids are arbitrary.
+        # Popped, not iterated: each key's table entry is freed as it is filed, so the table never exists twice.
         for key_id in range(len(table)):
             key, packed = table.popitem()
             group = [packed] if isinstance(packed, int) else packed
             # No text variant is walked with COMPACT_COLLAPSED accepted (see `find`), so a key stored only in that
-            # form can never be matched by the rule or aux walks: leaving it out of them saves ~22,000 trie nodes.
-            # The tail automaton keeps every key, because `_may_still_change` looks keys up regardless of form.
+            # form can never be matched by the rule or aux walks: leaving it out of them saves ~22,000 states.
+            # The tail walk keeps every key, because `_may_still_change` looks keys up regardless of form.
             kinds = {(e >> _FORM_BITS) & 3 for e in group if e & _WALKED_FORMS}
             if any((e >> _FORM_BITS) & 3 == RULE and e & (NORMAL | COLLAPSED) for e in group):
-                self.rule_automaton.add_word(key, key_id)
+                walks["rule"][0].append(key)
+                walks["rule"][1].append(key_id)
             elif RULE in kinds:
                 # Only ever accepted inside a run of joined single letters: looked up there (see _joined_in_runs)
-                # rather than kept in the automaton every text walks, which saves ~80,000 trie nodes.
+                # rather than kept in the automaton every text walks, which saves ~80,000 states.
                 joined_only.append((hash(key), key_id, key))
             if kinds - {RULE}:
-                self.aux_automaton.add_word(key, key_id)
+                walks["aux"][0].append(key)
+                walks["aux"][1].append(key_id)
             if any((e >> _FORM_BITS) & 3 in (ALLOW_GLOBAL, ALLOW_RULE) for e in group) or any(
                     (e >> _FORM_BITS) & 3 == RULE and self.rules[e >> _KIND_SHIFT].mode == "substring" for e in group):
-                self.tail_automaton.add_word(key, key_id)
+                walks["tail"][0].append(key)
+                walks["tail"][1].append(key_id)
             key_len.append(len(key))
             entry_start.append(len(entries))
             entries.extend(group)
@@ -160,9 +203,9 @@ class CompiledLibrary:
         for _, _, key in joined_only:
             self._joined_offsets.append(self._joined_offsets[-1] + len(key))
         self._joined_max_chars = max((len(key) for _, _, key in joined_only), default=0)
-        for automaton in (self.rule_automaton, self.aux_automaton, self.tail_automaton):
-            if len(automaton):
-                automaton.make_automaton()
+        self.rule_automaton = _Walk(*walks.pop("rule"))
+        self.aux_automaton = _Walk(*walks.pop("aux"))
+        self.tail_automaton = _Walk(*walks.pop("tail"), prefixes=True)
         self._key_len, self._entry_start, self._entries = key_len, entry_start, entries
 
     # ------------------------------------------------------------------ matching
@@ -290,7 +333,7 @@ class CompiledLibrary:
         automaton = self.tail_automaton
         for p in range(max(0, len(text) - self.max_tail_chars), hit.end + 1):
             typed = text[p:]
-            for key in automaton.keys(typed):
+            for key, _key_id in automaton.keys_starting(typed):
                 if len(key) > len(typed):
                     return True
         return False
@@ -302,16 +345,13 @@ class CompiledLibrary:
         automaton = self.tail_automaton
         if not len(automaton):
             return False
-        key_len, entry_start, entries = self._key_len, self._entry_start, self._entries
+        entry_start, entries = self._entry_start, self._entries
         for start in range(max(0, len(text) - self.max_tail_chars), hit.end + 1):
             if not is_word_char(text[start]) or (start and is_word_char(text[start - 1])):
                 continue  # allow phrases begin at a word
             typed = text[start:]
-            for key in automaton.keys(typed):
+            for key, key_id in automaton.keys_starting(typed):
                 if len(key) <= len(typed):
-                    continue
-                key_id = automaton.get(key)
-                if key_len[key_id] != len(key):
                     continue
                 for packed in entries[entry_start[key_id]:entry_start[key_id + 1]]:
                     kind = (packed >> _FORM_BITS) & 3
