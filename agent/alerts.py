@@ -5,11 +5,16 @@ from __future__ import annotations
 import getpass
 import socket
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from typing import Protocol
 
 from agent import __version__
 from protos import wardwatch_pb2 as pb
+
+
+class SigningKey(Protocol):
+    """An Ed25519 private key: `cryptography`'s, or the service's libsodium one (agent/state.py)."""
+
+    def sign(self, data: bytes) -> bytes: ...
 
 KINDS = {
     "keyword": pb.ALERT_KIND_KEYWORD, "usb": pb.ALERT_KIND_USB, "coverage": pb.ALERT_KIND_COVERAGE,
@@ -27,7 +32,7 @@ def current_user() -> str:
 
 @dataclass(frozen=True)
 class Signer:
-    key: ed25519.Ed25519PrivateKey
+    key: SigningKey
     agent_id: str
     hostname: str = socket.gethostname()
     age_band: str = "secondary"

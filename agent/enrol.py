@@ -1,4 +1,5 @@
-"""`enroll` (token + CSR over a pinned TLS channel) and `generalize` (wipe identity for a golden image)."""
+"""`enroll` (token + CSR over a pinned TLS channel), `generalize` (wipe identity for a golden image), `rekey` and
+`uninstall`. The long-running service imports none of this module's X.509 code (see agent/state.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
-import platform
 import socket
 import ssl
-from pathlib import Path
 
 import grpc
 from cryptography import x509
@@ -18,28 +17,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from agent import __version__
 from agent.channel import describe_rpc_error, secure_channel
 from agent.errors import AgentError
-from agent.state import AgentState, write_private
+from agent.host import host_info
+from agent.state import AgentState, generalize, write_private
 from protos import wardwatch_pb2 as pb
 from protos import wardwatch_pb2_grpc as pb_grpc
 from protos.enrolment import EnrolmentString, EnrolmentStringError
 from protos.identity import agent_id_of, spki_der
 
 ENROL_TIMEOUT_S = 20
-
-
-def host_info() -> pb.HostInfo:
-    machine_id = ""
-    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            machine_id = Path(path).read_text().strip()
-            break
-        except OSError:
-            continue
-    return pb.HostInfo(hostname=socket.gethostname(), os=platform.system().lower(), os_version=platform.platform(),
-                       agent_version=__version__, machine_id=machine_id)
 
 
 def fetch_pinned_ca(enrol_address: str, pin: str, timeout: float = 10.0) -> bytes:
@@ -106,7 +93,7 @@ def enroll(state: AgentState, text: str, age_band: str | None = None) -> dict:
         raise AgentError(f"enrolment failed: {describe_rpc_error(exc, es.enrol_address)}") from exc
     if resp.agent_id != state.agent_id:
         raise AgentError("the collector answered for a different agent id; refusing the certificate")
-    write_private(state.cert_path, resp.certificate_pem)
+    state.save_certificate(resp.certificate_pem)
     state.ca_path.write_bytes(ca_pem)
     config = {
         "agent_id": resp.agent_id, "address": es.address, "enrol_address": es.enrol_address, "site": resp.site,
@@ -125,18 +112,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
           f"(age band {config['age_band']}); collector {config['address']}")
     print("Start the service with: wardwatch-agent run")
     return 0
-
-
-def generalize(state: AgentState) -> list[Path]:
-    """Remove identity, certificates and spool so a cloned image enrols as a new device."""
-    removed = []
-    for path in (state.identity_key_path, state.tls_key_path, state.cert_path, state.ca_path, state.config_path,
-                 state.status_path, state.spool_path, state.spool_path.with_name("spool.db-wal"),
-                 state.spool_path.with_name("spool.db-shm")):
-        if path.exists():
-            path.unlink()
-            removed.append(path)
-    return removed
 
 
 def cmd_generalize(args: argparse.Namespace) -> int:
@@ -177,7 +152,7 @@ async def rekey(state: AgentState, token: str) -> str:
         raise AgentError("the collector answered the re-key for a different agent id; keeping the old identity")
     write_private(state.identity_key_path, _private_pem(identity))
     write_private(state.tls_key_path, _private_pem(tls_key))
-    write_private(state.cert_path, resp.certificate_pem)
+    state.save_certificate(resp.certificate_pem)
     state.save_config(config | {"agent_id": agent_id, "previous_agent_id": config["agent_id"],
                                 "rekeyed_at": dt.datetime.now(dt.UTC).isoformat()})
     return agent_id

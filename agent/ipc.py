@@ -13,7 +13,6 @@ import itertools
 import json
 import logging
 import os
-import secrets
 import select
 import socket
 import stat
@@ -105,9 +104,10 @@ class MatchServer:
     add some 8 MB to every logged-in user's helper for a server it never runs."""
 
     def __init__(self, socket_path: Path, on_message: Callable[[dict, PeerCred], Awaitable[None]],
-                 max_connections: int = MAX_CONNECTIONS):
+                 max_connections: int = MAX_CONNECTIONS, on_hang_up: Callable[[PeerCred], None] | None = None):
         self.socket_path = Path(socket_path)
         self.on_message = on_message
+        self.on_hang_up = on_hang_up  # a helper's connection ended (it stopped, or it died)
         self.max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
@@ -149,6 +149,7 @@ class MatchServer:
             return
         if task is not None:
             self._connections.add(task)
+        peer = None
         try:
             try:
                 peer = await self._identify(reader, writer)
@@ -161,6 +162,8 @@ class MatchServer:
         finally:
             if task is not None:
                 self._connections.discard(task)
+            if peer is not None and self.on_hang_up is not None:
+                self.on_hang_up(peer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -281,6 +284,27 @@ def check_socket_owner(socket_path: Path, state_dir: Path) -> None:
         raise UntrustedSocket(f"{socket_path.parent} could be replaced by another user")
 
 
+class UntrustedFile(Exception):
+    """A file the helper reads from the service's state directory could have been written by someone else."""
+
+
+def read_service_file(path: Path, state_dir: Path) -> bytes:
+    """A file the service wrote (the keyword bundle it verified), read only if it and its directory belong to the
+    state directory's owner and nobody else can write either: then only the service can have put it there, and the
+    helper need not repeat the service's signature check (nor load a crypto library to do it)."""
+    owner = os.stat(state_dir).st_uid
+    folder = os.stat(path.parent)
+    if folder.st_uid != owner or folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UntrustedFile(f"{path.parent} could be written by a user other than the service's")
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())  # the file actually opened, not whatever the name points to a moment later
+        if st.st_uid != owner:
+            raise UntrustedFile(f"{path} belongs to uid {st.st_uid}, the state directory to uid {owner}")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UntrustedFile(f"{path} can be written by other users")
+        return f.read()
+
+
 class MatchClient:
     """The helper's end: a background thread that delivers messages, keeps them while the service is away and
     reconnects with backoff. `send` never blocks the caller (it runs on the keystroke worker)."""
@@ -295,7 +319,7 @@ class MatchClient:
         self._outbox = Outbox(limit=limit)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._prefix = secrets.token_hex(4)
+        self._prefix = os.urandom(4).hex()  # not `secrets`: it loads OpenSSL (~3 MB) into the helper
         self._stop = threading.Event()
         # A socket pair rather than a pipe: Windows can select() on sockets only.
         self._wake_r, self._wake_w = socket.socketpair()

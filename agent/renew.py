@@ -21,14 +21,13 @@ async def renew(state: AgentState, uplink: Uplink) -> dt.datetime:
                .sign(new_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
     resp = await uplink.stub.RenewCertificate(
         pb.RenewRequest(csr_pem=csr_pem, identity_proof=state.identity_key().sign(csr_pem)), timeout=30)
-    cert = x509.load_pem_x509_certificate(resp.certificate_pem)
     # Key before certificate: a crash in between leaves a new key with the old cert, which fails the TLS
     # handshake loudly rather than silently; the next renewal repairs it.
     write_private(state.tls_key_path, new_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    write_private(state.cert_path, resp.certificate_pem)
+    _not_before, not_after = state.save_certificate(resp.certificate_pem)
     if resp.ca_chain_pem:
         # Every CA the collector trusts (two while a CA rotation overlaps): the next server certificate may come
         # from the new one. Received over the authenticated channel, so it extends the pinned trust.
         state.ca_path.write_bytes(resp.ca_chain_pem)
-    return cert.not_valid_after_utc
+    return not_after

@@ -11,8 +11,6 @@ always seen in order with the keys typed before and after it.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -31,17 +29,15 @@ from agent.capture.privacy import PrivacyPolicy
 from agent.capture.session_type import WAYLAND_NOTICE, SessionType, detect_session_type, keystrokes_supported
 from agent.capture.window import ActiveWindow
 from agent.errors import AgentError
+from agent.memory import return_free_heap
+from agent.notice import notice_text, notice_text_and_version  # noqa: F401 (the latter: re-exported)
 
 log = logging.getLogger("wardwatch.session")
 
 BUNDLE_CHECK_S = 30.0  # a new bundle is picked up within this long; a stat() every 30 s costs nothing
 TITLES_REMEMBERED = 512  # a title hit is reported once per distinct title, not on every refocus
 SYSTEM_STATE_DIR = Path("/var/lib/wardwatch/agent")
-DEFAULT_NOTICE = (
-    "This computer is monitored by your school to help keep you safe online. What you type and the titles of the "
-    "windows you use are checked on this computer for signs that someone may be at risk; only possible concerns "
-    "are sent to the school's safeguarding staff. Passwords are never recorded."
-)
+
 
 
 class SessionStop(BaseException):
@@ -73,12 +69,6 @@ def read_agent_config(state_dir: Path) -> dict[str, Any]:
         log.warning("cannot read %s (%s); using defaults", path, type(exc).__name__)
         return {}
     return config if isinstance(config, dict) else {}
-
-
-def notice_text_and_version(config: dict[str, Any]) -> tuple[str, str]:
-    text = str(config.get("notice_text") or DEFAULT_NOTICE)
-    version = str(config.get("notice_version") or "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16])
-    return text, version
 
 
 # ---------------------------------------------------------------------------------------------- the engine
@@ -125,34 +115,31 @@ def packaged_signatures_dir() -> Path:
     return Path(signatures.__file__).resolve().parent
 
 
-def load_bundle_engine(files: BundleFiles, public_key_der: bytes, profile: str, agent_id: str = ""):
-    """The service's bundle, verified with the site's bundle key, with the exemptions in it that name this agent.
-    The service keeps the bundle and its signature as two files; a bundle packed with its signature
-    (signatures/build's format) is accepted too."""
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
+def load_bundle_engine(files: BundleFiles, state_dir: Path, profile: str, agent_id: str = ""):
+    """The bundle the service verified and installed, with the exemptions in it that name this agent.
 
+    The service checks the bundle's signature before it installs it, into a directory only the service can write;
+    the helper reads it only if that still holds (`read_service_file`), so it does not repeat the check. The bundle
+    key it would check with sits in the same directory (agent.json), so a second check here would add no trust, and
+    it would cost the helper a crypto library (~12 MB resident) for as long as the pupil is logged on. A bundle packed
+    with its signature (signatures/build's format) is accepted too."""
     from agent.detect import Engine
     from agent.detect.exemptions import Exemptions
-    from signatures.bundle import SIGNED_MAGIC, unpack_signed, verify_bundle_with_exemptions
+    from agent.ipc import read_service_file
+    from signatures.bundle import SIGNED_MAGIC, parse_verified_bundle, unpack_signed
 
-    data = files.bundle.read_bytes()
-    if data.startswith(SIGNED_MAGIC):
-        bundle, signature = unpack_signed(data)
-    else:
-        bundle, signature = data, files.signature.read_bytes()
-    library, exemptions = verify_bundle_with_exemptions(bundle, signature, load_der_public_key(public_key_der))
+    data = read_service_file(files.bundle, state_dir)
+    bundle = unpack_signed(data)[0] if data.startswith(SIGNED_MAGIC) else data
+    library, exemptions = parse_verified_bundle(bundle)
+    del data, bundle
     return Engine.from_library(library, profile=profile, exemptions=Exemptions.for_agent(exemptions, agent_id))
 
 
 def reload_bundle_engine(state_dir: Path, profile: str):
-    """The bundle the service just installed; raises if it does not verify, so that the running one stays (a reload
+    """The bundle the service just installed; raises if it cannot be used, so that the running one stays (a reload
     never falls back to the built-in libraries, which may be older than the bundle in use)."""
     config = read_agent_config(state_dir)
-    key_b64 = config.get("bundle_public_key")
-    if not key_b64:
-        raise ValueError("no bundle key in agent.json")
-    return load_bundle_engine(BundleFiles(state_dir), base64.b64decode(key_b64), profile,
-                              str(config.get("agent_id") or ""))
+    return load_bundle_engine(BundleFiles(state_dir), state_dir, profile, str(config.get("agent_id") or ""))
 
 
 def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
@@ -160,10 +147,9 @@ def load_engine(state_dir: Path, profile: str, config: dict[str, Any]):
     from agent.detect import Engine
 
     files = BundleFiles(state_dir)
-    key_b64 = config.get("bundle_public_key")
-    if files.bundle.exists() and key_b64:
+    if files.bundle.exists():
         try:
-            engine = load_bundle_engine(files, base64.b64decode(key_b64), profile, str(config.get("agent_id") or ""))
+            engine = load_bundle_engine(files, state_dir, profile, str(config.get("agent_id") or ""))
             log.info("keyword bundle %s loaded (%s)", engine.version, profile)
             return engine
         except Exception as exc:
@@ -343,6 +329,8 @@ class SessionHelper:
         else:
             self.flush()
             self.engine, self.kb = new_engine, new_engine.keystroke_buffer()
+        del new_engine
+        return_free_heap()  # the old library's automata and the new one's build
         log.info("keyword bundle reloaded")
 
 
@@ -402,9 +390,9 @@ def cmd_session(args: argparse.Namespace) -> int:
     try:
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, _raise_stop)
-        text, version = notice_text_and_version(config)
-        shown = show_notice(session, text)
-        client.send({"type": "notice", "text_version": version, "shown_on_screen": shown})
+        shown = show_notice(session, notice_text(config))
+        # The service puts the notice's version on the record (it has hashlib loaded anyway; the helper does not).
+        client.send({"type": "notice", "shown_on_screen": shown})
         log.info("session helper started (%s session, state %s, age band %s)", session.value, state_dir, age_band)
         if not keystrokes_supported(session):
             return _idle_without_capture(client, session)
@@ -435,6 +423,7 @@ def _capture(client, session: SessionType, state_dir: Path, config: dict[str, An
     except Exception as exc:
         client.send({"type": "coverage", "gap": "detection-unavailable", "detail": type(exc).__name__})
         raise AgentError(f"the keyword libraries could not be loaded: {exc}") from exc
+    return_free_heap()
     helper = SessionHelper(engine, client.send, policy, age_band, password_field_focused=password_check_for(session),
                            reload_engine=lambda: reload_bundle_engine(state_dir, age_band),
                            bundle_files=BundleFiles(state_dir),

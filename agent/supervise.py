@@ -101,6 +101,12 @@ class HelperSupervisor:
         if record is not None:
             self.helpers[pid] = record
 
+    def next_check_in(self, longest: float) -> float:
+        """Seconds until `check` has something to do without being woken: a restart whose grace period ends."""
+        if not self._due:
+            return longest
+        return max(0.1, min(longest, min(due for due, _record in self._due) - time.monotonic()))
+
     def check(self) -> list[HelperStopped]:
         """Report helpers that died while their session lives, and start them again once the grace period shows
         that nothing else (systemd --user, launchd, the logon task) did. Returns the stops to report."""

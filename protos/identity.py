@@ -7,13 +7,14 @@ travels inside the client certificate in a private extension that only the colle
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
 # Private-enterprise-style OID for "WardWatch agent identity key" (SubjectPublicKeyInfo DER, Ed25519).
-IDENTITY_KEY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.7.1")
+IDENTITY_KEY_OID_DOTTED = "1.3.6.1.4.1.57264.7.1"
 # The collector's server certificate always carries this DNS name; agents check it whatever address they dial,
 # so a collector can move address or sit behind a load balancer without reissuing its certificate.
 COLLECTOR_TLS_NAME = "collector.wardwatch.invalid"
@@ -26,6 +27,8 @@ def agent_id_from_spki(spki_der: bytes) -> str:
 
 
 def spki_der(public_key: ed25519.Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -33,10 +36,25 @@ def agent_id_of(public_key: ed25519.Ed25519PublicKey) -> str:
     return agent_id_from_spki(spki_der(public_key))
 
 
+def __getattr__(name: str) -> Any:
+    # IDENTITY_KEY_OID is made on first use (PEP 562), like every other use of `cryptography` here: the agent
+    # service imports this module but signs with libsodium and never handles a certificate's extensions, and
+    # `cryptography` would cost it ~12 MB resident.
+    if name == "IDENTITY_KEY_OID":
+        from cryptography import x509
+
+        return x509.ObjectIdentifier(IDENTITY_KEY_OID_DOTTED)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def identity_key_from_certificate(cert: x509.Certificate) -> ed25519.Ed25519PublicKey:
     """The Ed25519 identity key the CA bound into an agent certificate. Raises ValueError if absent or wrong."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     try:
-        ext = cert.extensions.get_extension_for_oid(IDENTITY_KEY_OID)
+        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(IDENTITY_KEY_OID_DOTTED))
     except x509.ExtensionNotFound as exc:
         raise ValueError("certificate carries no WardWatch identity key") from exc
     key = serialization.load_der_public_key(ext.value.value)

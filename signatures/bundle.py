@@ -19,11 +19,7 @@ import io
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from typing import TYPE_CHECKING, Any
 
 from signatures.loader import load_library
 from signatures.schema import ALLOW_CATEGORY, Library, LibraryError, assemble, parse_document, rule_to_dict
@@ -34,6 +30,12 @@ SIGNED_MAGIC = b"WWB1"
 SIGNATURE_BYTES = 64
 EXEMPTIONS_KEY = "exemptions"
 _MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # a bomb guard: real bundles are a few hundred kB uncompressed
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+# cryptography is imported inside the functions that sign or verify: the session helper only parses a bundle the
+# service has already verified, and importing cryptography would cost it ~12 MB of resident memory for nothing.
 
 
 class BundleError(LibraryError):
@@ -94,12 +96,17 @@ def build_bundle(libs_dir: Path, version: str, site_documents: Iterable[Mapping[
 
 def sign_bundle(bundle: bytes, private_key: ed25519.Ed25519PrivateKey) -> bytes:
     """The 64-byte Ed25519 signature over the bundle bytes."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     if not isinstance(private_key, ed25519.Ed25519PrivateKey):
         raise BundleError("bundle:1: the signing key must be an Ed25519 private key")
     return private_key.sign(bundle)
 
 
 def _public_key(public_key: ed25519.Ed25519PublicKey | bytes) -> ed25519.Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     if isinstance(public_key, ed25519.Ed25519PublicKey):
         return public_key
     try:
@@ -140,6 +147,8 @@ def verify_bundle(bundle: bytes, signature: bytes, public_key: ed25519.Ed25519Pu
 def verify_bundle_with_exemptions(bundle: bytes, signature: bytes, public_key: ed25519.Ed25519PublicKey | bytes
                                   ) -> tuple[Library, list[dict[str, Any]]]:
     """Like verify_bundle, and also the raw `exemptions` section (empty if absent), for the agent to parse."""
+    from cryptography.exceptions import InvalidSignature
+
     key = _public_key(public_key)
     if not signature:
         raise BundleError("bundle:1: bundle is unsigned")
@@ -147,6 +156,12 @@ def verify_bundle_with_exemptions(bundle: bytes, signature: bytes, public_key: e
         key.verify(signature, bundle)
     except InvalidSignature:
         raise BundleError("bundle:1: signature does not verify with the bundle key; bundle refused") from None
+    return parse_verified_bundle(bundle)
+
+
+def parse_verified_bundle(bundle: bytes) -> tuple[Library, list[dict[str, Any]]]:
+    """Parse and validate a bundle whose signature was checked by whoever handed it over (the agent service checks
+    it before installing, in a directory only the service can write). Returns the library and the raw exemptions."""
     doc = _decode(bundle)
     version = doc.get("version")
     if not isinstance(version, str) or not version:
@@ -206,6 +221,9 @@ def load_signed_file(path: Path, public_key: ed25519.Ed25519PublicKey | bytes) -
 
 
 def load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
@@ -218,5 +236,7 @@ def load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
 
 
 def public_key_pem(private_key: ed25519.Ed25519PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return private_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -6,7 +6,6 @@ validated, so a caller never holds half a library.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tomllib
 from collections.abc import Callable
@@ -66,6 +65,8 @@ def _parse_file(path: Path, shown: str):
 
 def load_library(libs_dir: Path) -> Library:
     """Parse and validate every `*.toml` in libs_dir; the version is a hash of their bytes."""
+    import hashlib  # here, not at the top: hashlib loads OpenSSL (~3 MB), and a helper running a bundle never hashes
+
     if not libs_dir.is_dir():
         raise LibraryError(f"{libs_dir}:1: not a directory of keyword libraries")
     files = library_files(libs_dir)

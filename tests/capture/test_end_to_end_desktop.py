@@ -74,6 +74,7 @@ def test_typed_and_title_alerts_reach_the_collector_and_the_sudo_prompt_never_do
         assert all(a["window_title"] == PORN_TITLE for a in titled)
         notices = [a for a in collector.alerts() if a.get("kind") == "notice"]
         assert len(notices) == 1 and notices[0]["user"] == getpass.getuser()
+        assert notices[0]["matched"].startswith("sha256:")  # the default notice's version, filled in by the service
         assert "Traceback" not in session_log.read_text()
         desktop.close(sudo)
         desktop.close(notes)

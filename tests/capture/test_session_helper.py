@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from agent.capture.keyboard import KeyEvent
 from agent.capture.privacy import PrivacyPolicy
 from agent.capture.window import ActiveWindow
@@ -167,7 +169,7 @@ def write_bundle(state_dir, version: str, packed: bool = False, tamper: bool = F
     return {"bundle_public_key": base64.b64encode(der).decode(), "age_band": "secondary"}
 
 
-def test_the_helper_runs_the_services_verified_bundle_and_refuses_a_tampered_one(tmp_path, caplog):
+def test_the_helper_runs_the_services_bundle_and_refuses_a_corrupt_one(tmp_path, caplog):
     from agent.session import load_engine
 
     for packed in (False, True):
@@ -177,8 +179,29 @@ def test_the_helper_runs_the_services_verified_bundle_and_refuses_a_tampered_one
         assert "suicide" in {m.category for m in engine.scan("i want to kill myself")}
     config = write_bundle(tmp_path, "2026.11.9", tamper=True)
     engine = load_engine(tmp_path, "secondary", config)
-    assert engine.version != "2026.11.9"  # the built-in libraries, not the tampered bundle
+    assert engine.version != "2026.11.9"  # the built-in libraries, not the damaged bundle
     assert "could not be used" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["file writable by others", "folder writable by others", "file of another user"])
+def test_the_helper_refuses_a_bundle_someone_other_than_the_service_could_have_written(tmp_path, caplog, how):
+    """The service verifies a bundle's signature before installing it; the helper relies on that only while nobody
+    but the service could have replaced the file since."""
+    from agent.session import load_engine
+
+    config = write_bundle(tmp_path, "2026.11.5")
+    bundle = tmp_path / "bundle" / "current.wwb"
+    if how == "file writable by others":
+        bundle.chmod(0o666)
+    elif how == "folder writable by others":
+        bundle.parent.chmod(0o777)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("changing a file's owner needs root")
+        os.chown(bundle, 65534, 65534)
+    engine = load_engine(tmp_path, "secondary", config)
+    assert engine.version != "2026.11.5"
+    assert "UntrustedFile" in caplog.text
 
 
 def test_matches_from_injected_keys_say_so():
