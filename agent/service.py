@@ -28,6 +28,7 @@ from agent.bundles import BundleStore
 from agent.channel import describe_rpc_error
 from agent.errors import AgentError
 from agent.host import host_info
+from agent.memory import return_free_heap
 from agent.notice import notice_version
 from agent.spool import Spool, SpoolFull
 from agent.state import AgentState, generalize
@@ -69,6 +70,7 @@ class AgentService:
         self.heartbeat_now = asyncio.Event()  # set when the collector should hear news before the next beat
         self.status_changed = asyncio.Event()  # something status.json shows may have changed
         self.helper_left = asyncio.Event()  # a session helper hung up: see at once whether it died
+        self._settled = False  # whether the first heartbeat (and the start-up work before it) is done
         self.refused_bundles: set[str] = set()  # not fetched again until an operator publishes another
         self.stopping = asyncio.Event()
         self.gaps: dict[str, str] = {}
@@ -160,6 +162,10 @@ class AgentService:
                     await self.renew_certificate()
                 else:
                     await self.renew_if_due()
+                if not self._settled:
+                    # Start-up (connecting, the first bundle) leaves free heap behind that glibc would keep.
+                    self._settled = True
+                    return_free_heap()
                 self.heartbeat_now.clear()
                 await self._sleep(resp.heartbeat_interval_s or HEARTBEAT_S, self.heartbeat_now)
             except grpc.RpcError as exc:
