@@ -249,6 +249,7 @@ def main() -> int:
         "ingest_to_verify_ratio": round(rate / verify, 3),
         "batch_p50_ms": round(statistics.median(lat) * 1000, 1),
         "batch_p99_ms": round(percentile(lat, 0.99) * 1000, 1),
+        "collector_cpu_us_per_alert": round(out["cpu"][0] * 1e6 / rate, 1),
         "cpu_cores_collector": out["cpu"][0], "cpu_cores_client": out["cpu"][1],
         "cpu_cores_postgres": out["cpu"][2] if schema or (db_url or "").startswith("postgresql") else None,
         "live_alerts_per_s": round(live_n / args.live_s, 1) if args.live_s else None,
@@ -260,7 +261,8 @@ def main() -> int:
           f"{out['elapsed']:.2f}s = {result['alerts_per_s']}/s; batch of {args.batch} p50 "
           f"{result['batch_p50_ms']} ms, p99 {result['batch_p99_ms']} ms; CPU cores: collector "
           f"{result['cpu_cores_collector']}, client {result['cpu_cores_client']}, PostgreSQL "
-          f"{result['cpu_cores_postgres']}")
+          f"{result['cpu_cores_postgres']}; collector CPU per alert {result['collector_cpu_us_per_alert']} µs "
+          f"(verifying one takes {1e6 / verify:.0f} µs)")
     print(f"one core verifies {result['verify_per_s_one_core']}/s: ratio {result['ingest_to_verify_ratio']}")
     if live_lat:
         print(f"live ({args.live_rate}/s signed when made, {args.live_s:.0f} s): {live_n} alerts, sign-to-commit "

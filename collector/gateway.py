@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 
 import grpc
@@ -19,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector import audit, fleet
-from collector.ingest import MAX_BATCH_ITEMS, Rejected, row_values, verify_envelope
+from collector.ingest import MAX_BATCH_ITEMS, Rejected, new_alert_ids, row_values, verify_envelope
 from collector.pki import CollectorPki, CsrError, cert_pem, check_csr, issue_agent_certificate
 from collector.store.alerts import insert_alerts
 from collector.store.models import Agent, AgentCommand, Bundle, EnrolmentToken
@@ -37,6 +36,7 @@ HEARTBEAT_INTERVAL_S = 60
 PEER_CACHE_S = 10.0
 # A new bundle is announced to every agent within this long of its publication.
 BUNDLE_VERSION_CACHE_S = 5.0
+CERT_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,9 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self.pki = pki
         self._command_events: dict[str, asyncio.Event] = {}
         self._peers: dict[str, tuple[float, PeerAgent | str]] = {}
+        # Certificate (as the TLS layer verified it) -> the agent id it names: parsing it cost more per call than
+        # the rest of a heartbeat. Status and keys are still re-read every PEER_CACHE_S.
+        self._cert_ids: dict[bytes, str] = {}
         self._bundle_versions: dict[int, tuple[float, str]] = {}
         self._command_poller: asyncio.Task | None = None
         self.policy = fleet.load_fleet_policy(pki.paths.root.parent)
@@ -77,12 +80,17 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         if not pem:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "this call needs the agent's client certificate (use the mTLS port)")
-        try:
-            cert = x509.load_pem_x509_certificate(pem[0])
-            identity = identity_key_from_certificate(cert)
-        except ValueError:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate carries no agent identity")
-        agent_id = agent_id_of(identity)
+        agent_id = self._cert_ids.get(pem[0])
+        if agent_id is None:
+            try:
+                cert = x509.load_pem_x509_certificate(pem[0])
+                identity = identity_key_from_certificate(cert)
+            except ValueError:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate carries no agent identity")
+            agent_id = agent_id_of(identity)
+            if len(self._cert_ids) >= CERT_CACHE_SIZE:
+                self._cert_ids.clear()
+            self._cert_ids[pem[0]] = agent_id
         now = time.monotonic()
         cached = self._peers.get(agent_id)
         if cached is None or now - cached[0] > PEER_CACHE_S:
@@ -204,23 +212,28 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         return await self._db(context, self._upload, peer, request)
 
     def _upload(self, peer: PeerAgent, request: pb.UploadBatchRequest) -> pb.UploadBatchResponse:
-        acks: list[pb.AlertAck] = []
+        acks: list[tuple] = []  # (index, seq, status, alert id, reason), made into messages once at the end
         rows: dict[int, dict] = {}
         row_index: dict[int, list[int]] = {}
         now = dt.datetime.now(dt.UTC)
-        for index, envelope in enumerate(request.alerts):
+        envelopes = request.alerts
+        ids = new_alert_ids(min(len(envelopes), MAX_BATCH_ITEMS))
+        for index, envelope in enumerate(envelopes):
             if index >= MAX_BATCH_ITEMS:
-                acks.append(pb.AlertAck(index=index, status=pb.AlertAck.STATUS_RETRY,
-                                        reason=f"batch holds more than {MAX_BATCH_ITEMS} items; send the rest again"))
+                acks.append((index, 0, pb.AlertAck.STATUS_RETRY, "",
+                             f"batch holds more than {MAX_BATCH_ITEMS} items; send the rest again"))
                 continue
             try:
                 verified = verify_envelope(envelope, peer.agent_id, peer.public_key)
             except Rejected as exc:
-                acks.append(pb.AlertAck(index=index, status=pb.AlertAck.STATUS_REJECTED, reason=str(exc)))
+                acks.append((index, 0, pb.AlertAck.STATUS_REJECTED, "", str(exc)))
                 continue
             seq = verified.alert.seq
-            rows.setdefault(seq, row_values(verified, str(uuid.uuid4()), peer.site_id, now))
-            row_index.setdefault(seq, []).append(index)
+            if seq not in rows:
+                rows[seq] = row_values(verified, ids[index], peer.site_id, now)
+                row_index[seq] = [index]
+            else:
+                row_index[seq].append(index)
         if rows:
             with self.sessions.begin() as s:
                 stored = insert_alerts(s, list(rows.values()))
@@ -229,9 +242,13 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                 alert_id, new = stored[seq]
                 for n, index in enumerate(indexes):
                     status = pb.AlertAck.STATUS_STORED if new and n == 0 else pb.AlertAck.STATUS_DUPLICATE
-                    acks.append(pb.AlertAck(index=index, seq=seq, status=status, alert_id=alert_id))
-        acks.sort(key=lambda a: a.index)
-        return pb.UploadBatchResponse(acks=acks)
+                    acks.append((index, seq, status, alert_id, ""))
+        acks.sort()
+        response = pb.UploadBatchResponse()
+        add = response.acks.add
+        for index, seq, status, alert_id, reason in acks:
+            add(index=index, seq=seq, status=status, alert_id=alert_id, reason=reason)
+        return response
 
     # ------------------------------------------------------------------ health, bundles, commands
 

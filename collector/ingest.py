@@ -7,6 +7,7 @@ reaches the protobuf parser, and the bytes are kept verbatim so the evidence can
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -25,6 +26,7 @@ KIND_NAMES = {
     pb.ALERT_KIND_KEYWORD: "keyword", pb.ALERT_KIND_USB: "usb", pb.ALERT_KIND_COVERAGE: "coverage",
     pb.ALERT_KIND_TEST: "test", pb.ALERT_KIND_DROPPED: "dropped", pb.ALERT_KIND_NOTICE: "notice",
 }
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 SOURCE_NAMES = {pb.TEXT_SOURCE_TYPED: "typed", pb.TEXT_SOURCE_DELETED: "deleted", pb.TEXT_SOURCE_TITLE: "title"}
 
 
@@ -92,7 +94,10 @@ def row_values(v: VerifiedAlert, alert_id: str, site_id: int, received_at: dt.da
                               "last_seq": a.dropped.last_seq, "max_severity": a.dropped.max_severity}
     if a.injected:
         details["injected"] = True
-    created = a.created_at.ToDatetime(tzinfo=dt.UTC) if a.HasField("created_at") else received_at
+    if a.HasField("created_at"):  # what Timestamp.ToDatetime(tzinfo=UTC) gives, at a fraction of its cost
+        created = _EPOCH + dt.timedelta(seconds=a.created_at.seconds, microseconds=a.created_at.nanos // 1000)
+    else:
+        created = received_at
     return {
         "id": alert_id, "agent_id": a.agent_id, "seq": a.seq, "site_id": site_id,
         "kind": KIND_NAMES[a.kind], "category": a.category, "severity": a.severity, "rule": a.rule,
@@ -102,3 +107,16 @@ def row_values(v: VerifiedAlert, alert_id: str, site_id: int, received_at: dt.da
         "bundle_version": a.bundle_version, "created_at": created, "received_at": received_at, "state": "new",
         "payload": v.payload, "signature": v.signature, "signature_ok": True,
     }
+
+
+def new_alert_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUID strings from one urandom call: uuid.uuid4() makes a system call and a UUID
+    object for each, which showed up in the ingest profile."""
+    raw = bytearray(os.urandom(16 * count))
+    out = []
+    for i in range(0, 16 * count, 16):
+        raw[i + 6] = (raw[i + 6] & 0x0F) | 0x40
+        raw[i + 8] = (raw[i + 8] & 0x3F) | 0x80
+        h = raw[i:i + 16].hex()
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out

@@ -47,6 +47,30 @@ def seal(ring: KeyRing, plaintext: bytes, column: str, row_key: str) -> bytes:
     return bytes([FORMAT_VERSION]) + key_id + len(row).to_bytes(2, "big") + row + nonce + sealed
 
 
+def seal_many(ring: KeyRing, plaintexts: list[bytes], column: str, row_keys: list[str]) -> list[bytes]:
+    """`seal` for many values of one column (one per row key), in the same stored form; an empty plaintext stays
+    empty. One urandom call for every nonce, and the key, cipher and headers looked up once: the gateway seals
+    several columns of every alert it stores."""
+    key_id, key = ring.current_key()
+    encrypt = _cipher(key).encrypt
+    head = bytes([FORMAT_VERSION]) + key_id
+    prefix = aad(column, "")
+    nonces = os.urandom(NONCE_BYTES * sum(1 for p in plaintexts if p))
+    out = []
+    used = 0
+    for plain, row_key in zip(plaintexts, row_keys, strict=True):
+        if not plain:
+            out.append(b"")
+            continue
+        row = row_key.encode()
+        if len(row) > 0xFFFF:
+            raise ValueError("row key too long")
+        nonce = nonces[used:used + NONCE_BYTES]
+        used += NONCE_BYTES
+        out.append(head + len(row).to_bytes(2, "big") + row + nonce + encrypt(nonce, plain, prefix + row))
+    return out
+
+
 def key_id_in(blob: bytes) -> bytes:
     """The id of the key a stored value was sealed with (for rotation: which rows still need re-encrypting)."""
     return bytes(blob[1:1 + KEY_ID_BYTES])

@@ -16,7 +16,7 @@ from sqlalchemy import Column, LargeBinary, MetaData, Table, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from collector.protect.crypto import seal
+from collector.protect.crypto import seal_many
 from collector.protect.keys import active_keyring
 from collector.protect.types import encrypted_columns
 from collector.store.models import Alert
@@ -65,26 +65,25 @@ def sealed_columns(rows: list[dict]) -> dict[str, list]:
     """The rows as one list per column, every content value sealed for its row's id (as EncryptedText etc. would
     seal it: None stays NULL, an empty value is stored empty)."""
     ring = active_keyring()
-    called: dict[str, Any] = {}
-    out: dict[str, list] = {name: [] for name in _COLUMNS}
-    for row in rows:
-        row_id = str(row["id"])
-        for name in _COLUMNS:
-            if name in row:
-                value = row[name]
-            elif name in _DEFAULTS:
-                value = _DEFAULTS[name]
-            elif name in _CALLABLE_DEFAULTS:
-                if name not in called:
-                    called[name] = _CALLABLE_DEFAULTS[name](None)  # SQLAlchemy's wrapper takes a context
-                value = called[name]
-            else:
-                raise KeyError(f"an alert row needs a value for {name}")
-            col_type = _SEALED.get(name)
-            if col_type is not None and value is not None:
-                plain = col_type._encode(value)
-                value = seal(ring, plain, col_type.column, row_id) if plain else b""
-            out[name].append(value)
+    row_ids = [str(r["id"]) for r in rows]
+    out: dict[str, list] = {}
+    for name in _COLUMNS:
+        if name in _DEFAULTS:
+            default = _DEFAULTS[name]
+            values = [r.get(name, default) for r in rows]
+        elif all(name in r for r in rows):
+            values = [r[name] for r in rows]
+        elif name in _CALLABLE_DEFAULTS:
+            default = _CALLABLE_DEFAULTS[name](None)  # SQLAlchemy's wrapper takes a context
+            values = [r.get(name, default) for r in rows]
+        else:
+            raise KeyError(f"an alert row needs a value for {name}")
+        col_type = _SEALED.get(name)
+        if col_type is not None:
+            encode = col_type._encode
+            sealed = seal_many(ring, [b"" if v is None else encode(v) for v in values], col_type.column, row_ids)
+            values = [None if v is None else s for v, s in zip(values, sealed, strict=True)]
+        out[name] = values
     return out
 
 

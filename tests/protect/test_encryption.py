@@ -168,3 +168,21 @@ def test_migration_0004_downgrade_gives_the_plain_columns_back(school, store_eng
                                 "WHERE id = :id"), {"id": alert_id}).one()
     assert tuple(row[:4]) == (MATCHED, CONTEXT, TITLE, APP)
     assert row[4] in ({}, "{}")  # psycopg parses JSON; SQLite gives the text
+
+
+def test_seal_many_writes_what_seal_writes():
+    """The gateway seals a batch at once; each value must open like one from seal(), for its own row only."""
+    import os as _os
+
+    from collector.protect.crypto import seal_many, unseal
+    from collector.protect.keys import ContentKeyError, KeyRing
+
+    ring = KeyRing.of(_os.urandom(32))
+    blobs = seal_many(ring, [b"first", b"", b"third"], "alerts.matched", ["r1", "r2", "r3"])
+    assert blobs[1] == b""
+    assert unseal(ring, blobs[0], "alerts.matched") == (b"first", "r1")
+    assert unseal(ring, blobs[2], "alerts.matched") == (b"third", "r3")
+    same = seal_many(ring, [b"same", b"same"], "alerts.matched", ["r1", "r1"])
+    assert same[0] != same[1]  # every value its own nonce
+    with pytest.raises(ContentKeyError):
+        unseal(ring, blobs[0], "alerts.context")  # another column's AAD
