@@ -57,10 +57,12 @@ def check_bundle(bundle_path: Path, signature_path: Path, public_key_der: bytes)
 
     Checking means parsing and validating every rule, which leaves the service ~3 MB larger for as long as it runs
     (the heap does not shrink back); the child takes that memory away with it. A bundle arrives once a term or so."""
+    if getattr(sys, "frozen", False):  # a PyInstaller build (Windows): its executable is the agent, not Python
+        return _problem(bundle_path.read_bytes(), signature_path.read_bytes(), public_key_der)
     try:
         child = subprocess.run([sys.executable, "-m", "agent.bundles", str(bundle_path), str(signature_path)],
                                input=public_key_der.hex(), capture_output=True, text=True, timeout=120)
-    except OSError:  # no interpreter to start (a frozen build): check in this process instead
+    except OSError:  # the interpreter cannot be started (a locked-down host): check in this process instead
         return _problem(bundle_path.read_bytes(), signature_path.read_bytes(), public_key_der)
     except subprocess.TimeoutExpired:
         return "the bundle check did not finish in time"

@@ -291,7 +291,12 @@ class UntrustedFile(Exception):
 def read_service_file(path: Path, state_dir: Path) -> bytes:
     """A file the service wrote (the keyword bundle it verified), read only if it and its directory belong to the
     state directory's owner and nobody else can write either: then only the service can have put it there, and the
-    helper need not repeat the service's signature check (nor load a crypto library to do it)."""
+    helper need not repeat the service's signature check (nor load a crypto library to do it).
+
+    On Windows, owners and mode bits are not what protects the folder: the installer's ACL on it (SYSTEM and
+    Administrators write, Users read) is, and it is the same guarantee agent.json's bundle key always relied on."""
+    if sys.platform == "win32":
+        return path.read_bytes()
     owner = os.stat(state_dir).st_uid
     folder = os.stat(path.parent)
     if folder.st_uid != owner or folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
