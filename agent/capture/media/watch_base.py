@@ -36,6 +36,9 @@ class VolumeWatcher:
     """Base for platform watchers. Subclasses implement `_wait(timeout)`, `_present_disks()` and `_volumes(disk)`."""
 
     backend = "base"
+    # How long the loop waits for an event while nothing is settling. Waking only to look at the stop flag costs
+    # an idle PC CPU for nothing, so a platform whose wait `_interrupt` can cut short waits much longer.
+    idle_wait_s = 0.5
 
     def __init__(
         self,
@@ -67,6 +70,9 @@ class VolumeWatcher:
         """Block up to `timeout` seconds; return the disks that had an event (may repeat, may be empty)."""
         raise NotImplementedError
 
+    def _interrupt(self) -> None:
+        """End a `_wait` in progress early (for stop and wait_idle); platforms that cannot keep idle_wait_s short."""
+
     def _present_disks(self) -> list[str]:
         """Disks of removable media present now."""
         raise NotImplementedError
@@ -89,6 +95,7 @@ class VolumeWatcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._interrupt()
         if self._thread is not None:
             self._thread.join(timeout)
         self._close()
@@ -99,9 +106,16 @@ class VolumeWatcher:
         The pass running now may have started before those events; the one after it cannot have, so two
         completed passes with nothing left to settle means caught up.
         """
+        deadline = time.monotonic() + timeout
         with self._cycle_done:
             target = self.cycles + 2
-            return self._cycle_done.wait_for(lambda: self.cycles >= target and not self._dirty, timeout)
+            while self.cycles < target or self._dirty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._interrupt()  # a long idle wait would otherwise hold the passes back
+                self._cycle_done.wait(min(remaining, 0.2))
+            return True
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -118,7 +132,7 @@ class VolumeWatcher:
 
     def _next_timeout(self) -> float:
         if not self._dirty:
-            return 0.5
+            return self.idle_wait_s
         oldest = min(self._dirty.values())
         return max(0.05, min(0.5, oldest + self.settle_s - time.monotonic()))
 

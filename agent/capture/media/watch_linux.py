@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 from collections.abc import Hashable
 from pathlib import Path
 
@@ -38,6 +40,7 @@ class LinuxWatcher(VolumeWatcher):
         self.backend = backend or _choose_backend()
         self._monitor = None
         self._snapshot: dict[str, Hashable] = {}
+        self._wake_r = self._wake_w = -1
 
     # ---- event sources
 
@@ -51,6 +54,7 @@ class LinuxWatcher(VolumeWatcher):
             monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source=self.backend)
             monitor.filter_by("block")
             monitor.start()
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         except Exception as exc:  # no pyudev, no netlink permission: polling still catches arrivals
             log.warning("media watcher: %s events unavailable (%s); polling every %ss", self.backend, exc,
                         POLL_INTERVAL_S)
@@ -58,15 +62,30 @@ class LinuxWatcher(VolumeWatcher):
             self._snapshot = self._poll_snapshot()
             return
         self._monitor = monitor
+        self.idle_wait_s = 60.0  # events arrive on their own; stop and wait_idle wake the wait through the pipe
 
     def _close(self) -> None:
         self._monitor = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def _interrupt(self) -> None:
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):  # a full pipe already holds a wake-up
+                os.write(self._wake_w, b"!")
 
     def _wait(self, timeout: float) -> list[str]:
         if self._monitor is None:
             return self._poll_changes(timeout)
+        readable, _, _ = select.select([self._monitor.fileno(), self._wake_r], [], [], timeout)
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 4096)
         disks = []
-        device = self._monitor.poll(timeout=timeout)
+        device = self._monitor.poll(timeout=0)
         while device is not None:
             disks.append(self._event_disk(device))
             device = self._monitor.poll(timeout=0)
