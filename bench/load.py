@@ -21,7 +21,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -96,7 +95,13 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
     from protos import wardwatch_pb2_grpc as pb_grpc
 
     stats = {"connected": 0, "max_connected": 0, "heartbeats": 0, "stored": 0, "duplicate": 0, "rejected": 0,
-             "errors": 0, "generated": 0, "latencies_ms": [], "stored_keys": [], "unacked": 0}
+             "errors": 0, "generated": 0, "latencies_ms": [], "stored_keys": [], "unacked": 0, "error_kinds": {}}
+
+    def error(kind: str, exc: BaseException) -> None:
+        stats["errors"] += 1
+        code = exc.code().name if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else type(exc).__name__
+        key = f"{kind}:{code}"
+        stats["error_kinds"][key] = stats["error_kinds"].get(key, 0) + 1
     stop_generating = asyncio.Event()
 
     async def agent_task(index: int, a: dict) -> None:
@@ -125,8 +130,8 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
                 stats["max_connected"] = max(stats["max_connected"], stats["connected"])
                 async for _ in stream:
                     pass
-            except grpc.RpcError:
-                stats["errors"] += 1
+            except grpc.RpcError as exc:
+                error("commands", exc)
             except asyncio.CancelledError:
                 raise
             finally:
@@ -142,8 +147,8 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
             try:
                 await stub.Heartbeat(req, timeout=30)
                 stats["heartbeats"] += 1
-            except grpc.RpcError:
-                stats["errors"] += 1
+            except grpc.RpcError as exc:
+                error("heartbeat", exc)
             await asyncio.sleep(heartbeat_s)
 
     async def upload(stub, a: dict) -> None:
@@ -160,7 +165,7 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
                     seq += 1
                     env = pb.SignedAlert()
                     env.ParseFromString(signer.envelope(alert, seq))  # signed now: latency starts here
-                    pending.append((seq, time.perf_counter(), env))
+                    pending.append((seq, time.perf_counter(), time.time(), env))
                     stats["generated"] += 1
                     next_at += 1 / rate_each
             elif not pending:
@@ -168,23 +173,23 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
             if pending:
                 batch = pending[:100]
                 try:
-                    resp = await stub.UploadBatch(pb.UploadBatchRequest(alerts=[e for _, _, e in batch]), timeout=30)
-                except grpc.RpcError:
-                    stats["errors"] += 1
+                    resp = await stub.UploadBatch(pb.UploadBatchRequest(alerts=[e for *_, e in batch]), timeout=30)
+                except grpc.RpcError as exc:
+                    error("upload", exc)
                     await asyncio.sleep(random.uniform(0.2, 1.0))
                     continue
                 done = time.perf_counter()
                 settled = set()
                 for ack in resp.acks:
-                    s, signed_at, _ = batch[ack.index]
+                    s, signed_at, signed_wall, _ = batch[ack.index]
                     if ack.status == pb.AlertAck.STATUS_STORED:
                         stats["stored"] += 1
                         stats["stored_keys"].append(s)
-                        stats["latencies_ms"].append((done - signed_at) * 1000)
+                        stats["latencies_ms"].append((signed_wall, (done - signed_at) * 1000))
                         settled.add(ack.index)
                     elif ack.status == pb.AlertAck.STATUS_DUPLICATE:
                         stats["duplicate"] += 1
-                        stats["latencies_ms"].append((done - signed_at) * 1000)
+                        stats["latencies_ms"].append((signed_wall, (done - signed_at) * 1000))
                         settled.add(ack.index)
                     elif ack.status == pb.AlertAck.STATUS_REJECTED:
                         stats["rejected"] += 1
@@ -263,6 +268,10 @@ def verify_rate_one_core(seconds: float = 2.0) -> float:
     return n / (time.perf_counter() - start)
 
 
+def pct(ordered: list[float], q: float) -> float | None:
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 1) if ordered else None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description="WardWatch load harness (see module docstring)")
     p.add_argument("--db", default="postgresql", help="'postgresql', 'sqlite' or a database URL")
@@ -276,6 +285,8 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=4, help="client processes simulating agents")
     p.add_argument("--kill-replica", action=argparse.BooleanOptionalAction, default=True,
                    help="SIGKILL one collector worker half-way through (default on)")
+    p.add_argument("--failover-s", type=float, default=30.0,
+                   help="seconds after the kill counted as the failover window (its agents reconnect)")
     args = p.parse_args()
 
     from tests.harness import Collector
@@ -313,7 +324,7 @@ def main() -> int:
                 result = pool.map_async(shard_main, [
                     (shard, uploaders, ca_pem, address, rate_each, args.heartbeat, ramp_s + args.duration,
                      args.ramp, start_at) for shard in shards])
-                peak_rss, killed = 0.0, None
+                peak_rss, killed, killed_at = 0.0, None, None
                 steady_from = start_at + ramp_s
                 steady_until = steady_from + args.duration
                 cpu_marks: dict[str, tuple[float, float]] = {}
@@ -331,6 +342,7 @@ def main() -> int:
                         if workers:
                             killed = workers[-1].pid
                             os.kill(killed, signal.SIGKILL)
+                            killed_at = time.time()
                             print(f"killed collector worker {killed}", flush=True)
                 shard_stats = result.get()
         finally:
@@ -348,27 +360,45 @@ def main() -> int:
         cpu_pct = max(0.0, (c2 - c1) / (t2 - t1) * 100)
     generated = sum(s["generated"] for s in shard_stats)
     stored_rows = sum(len(v) for v in by_agent.values())
-    latencies = sorted(x for s in shard_stats for x in s["latencies_ms"])
+    timed = [x for s in shard_stats for x in s["latencies_ms"]]  # (signed at, wall clock; ms to its ack)
+    latencies = sorted(ms for _, ms in timed)
+    # Steady: signed after the ramp and outside the failover window (from the kill until --failover-s later).
+    fail_from, fail_to = (killed_at, killed_at + args.failover_s) if killed_at else (None, None)
+    steady = sorted(ms for at, ms in timed if at >= steady_from and not (fail_from and fail_from <= at < fail_to))
+    failover = sorted(ms for at, ms in timed if fail_from and fail_from <= at < fail_to)
     heartbeats = sum(s["heartbeats"] for s in shard_stats)
     run_s = ramp_s + args.duration
+    error_kinds: dict[str, int] = {}
+    for s in shard_stats:
+        for k, v in s["error_kinds"].items():
+            error_kinds[k] = error_kinds.get(k, 0) + v
     stored_keys_total = sum(len(s["stored_keys"]) for s in shard_stats)
     result = {
         "db": "postgresql" if url.startswith("postgresql") else "sqlite",
         "workers": args.workers,
         "connected_agents": sum(s["max_connected"] for s in shard_stats),
         "heartbeats_per_s": round(heartbeats / args.duration, 1) if args.duration else 0,
-        "alerts_per_s": round(stored_rows / args.duration, 1),
+        "alerts_per_s": round(stored_rows / run_s, 1),
         "target_alerts_per_s": args.rate,
         "verify_per_s_one_core": round(verify, 1),
-        "ingest_to_verify_ratio": round(stored_rows / args.duration / verify, 3),
-        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 1) if latencies else None,
+        "ingest_to_verify_ratio": round(stored_rows / run_s / verify, 3),
+        "p50_ms": pct(latencies, 0.50),
+        "p99_ms": pct(latencies, 0.99),
         "max_ms": round(latencies[-1], 1) if latencies else None,
+        "steady_p50_ms": pct(steady, 0.50),
+        "steady_p99_ms": pct(steady, 0.99),
+        "steady_alerts": len(steady),
+        "failover_window_s": args.failover_s if killed_at else None,
+        "failover_p50_ms": pct(failover, 0.50),
+        "failover_p99_ms": pct(failover, 0.99),
+        "failover_max_ms": round(failover[-1], 1) if failover else None,
+        "failover_alerts": len(failover),
         "generated": generated,
         "stored": stored_rows,
         "lost": generated - stored_rows,
         "duplicated": doubled + max(0, stored_keys_total - stored_rows),
         "errors": sum(s["errors"] for s in shard_stats),
+        "error_kinds": error_kinds,
         "uploaders_not_drained": sum(s["unacked"] for s in shard_stats),
         "replica_killed": killed is not None,
         "collector_rss_mb": round(peak_rss, 1),
@@ -376,9 +406,16 @@ def main() -> int:
         "run_s": round(run_s, 1),
     }
     print(f"{result['connected_agents']} agents connected; {result['heartbeats_per_s']} heartbeats/s; "
-          f"{result['alerts_per_s']} alerts/s stored (target {args.rate}); sign-to-commit p50 {result['p50_ms']} ms "
-          f"p99 {result['p99_ms']} ms max {result['max_ms']} ms; lost {result['lost']}, duplicated "
-          f"{result['duplicated']}; collector RSS {result['collector_rss_mb']} MB, CPU {result['collector_cpu_pct']}%")
+          f"{result['alerts_per_s']} alerts/s stored (target {args.rate}); sign-to-commit over the whole run p50 "
+          f"{result['p50_ms']} ms p99 {result['p99_ms']} ms max {result['max_ms']} ms; lost {result['lost']}, "
+          f"duplicated {result['duplicated']}; collector RSS {result['collector_rss_mb']} MB, CPU "
+          f"{result['collector_cpu_pct']}%")
+    print(f"steady (after the ramp, outside the failover window): p50 {result['steady_p50_ms']} ms, p99 "
+          f"{result['steady_p99_ms']} ms over {len(steady)} alerts")
+    if killed_at:
+        print(f"failover window ({args.failover_s:.0f} s from the kill): p50 {result['failover_p50_ms']} ms, p99 "
+              f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms over {len(failover)} alerts")
+    print(f"errors by call and status: {error_kinds}")
     print(json.dumps(result))
     return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from collector import audit, fleet
 from collector.ingest import MAX_BATCH_ITEMS, Rejected, new_alert_ids, row_values, verify_envelope
 from collector.pki import CollectorPki, CsrError, cert_pem, check_csr, issue_agent_certificate
-from collector.store.alerts import insert_alerts
+from collector.store.alerts import AlertWriter
 from collector.store.models import Agent, AgentCommand, Bundle, EnrolmentToken
 from collector.tokens import TokenRefused, redeem_token
 from protos import wardwatch_pb2 as pb
@@ -65,6 +65,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self.engine = engine
         self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
         self.pki = pki
+        self._writer = AlertWriter(self.sessions)
         self._command_events: dict[str, asyncio.Event] = {}
         self._peers: dict[str, tuple[float, PeerAgent | str]] = {}
         # Certificate (as the TLS layer verified it) -> the agent id it names: parsing it cost more per call than
@@ -72,6 +73,8 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self._cert_ids: dict[bytes, str] = {}
         self._bundle_versions: dict[int, tuple[float, str]] = {}
         self._command_poller: asyncio.Task | None = None
+        self._pending_agents: set[str] | None = None  # agents the last command poll found commands for
+        self._trust_hash: tuple[bytes, str] | None = None
         self.policy = fleet.load_fleet_policy(pki.paths.root.parent)
 
     async def _db(self, context: grpc.aio.ServicerContext, fn, *args):
@@ -220,9 +223,30 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
 
     async def UploadBatch(self, request: pb.UploadBatchRequest, context) -> pb.UploadBatchResponse:
         peer = await self._peer(context)
-        return await self._db(context, self._upload, peer, request)
+        # Verified in a thread (Ed25519 verification releases the GIL, so batches verify in parallel), then
+        # stored by the process's group-commit writer together with whatever other uploads are waiting.
+        acks, rows, row_index = await asyncio.to_thread(self._verify_batch, peer, request)
+        if rows:
+            try:
+                stored = await asyncio.wrap_future(self._writer.submit(list(rows.values())))
+            except SQLAlchemyError as exc:
+                log.error("database error storing alerts: %s", type(exc).__name__)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the collector's database is unavailable; retry later")
+            # Reached only after the commit returned: an ack is a promise the alert is durable.
+            for seq, indexes in row_index.items():
+                alert_id, new = stored[(peer.agent_id, seq)]
+                for n, index in enumerate(indexes):
+                    status = pb.AlertAck.STATUS_STORED if new and n == 0 else pb.AlertAck.STATUS_DUPLICATE
+                    acks.append((index, seq, status, alert_id, ""))
+        acks.sort()
+        response = pb.UploadBatchResponse()
+        add = response.acks.add
+        for index, seq, status, alert_id, reason in acks:
+            add(index=index, seq=seq, status=status, alert_id=alert_id, reason=reason)
+        return response
 
-    def _upload(self, peer: PeerAgent, request: pb.UploadBatchRequest) -> pb.UploadBatchResponse:
+    def _verify_batch(self, peer: PeerAgent, request: pb.UploadBatchRequest):
+        """Acks for the items refused outright, the rows to store (by seq) and which items carry each seq."""
         acks: list[tuple] = []  # (index, seq, status, alert id, reason), made into messages once at the end
         rows: dict[int, dict] = {}
         row_index: dict[int, list[int]] = {}
@@ -245,21 +269,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                 row_index[seq] = [index]
             else:
                 row_index[seq].append(index)
-        if rows:
-            with self.sessions.begin() as s:
-                stored = insert_alerts(s, list(rows.values()))
-            # Reached only after the commit returned: an ack is a promise the alert is durable.
-            for seq, indexes in row_index.items():
-                alert_id, new = stored[seq]
-                for n, index in enumerate(indexes):
-                    status = pb.AlertAck.STATUS_STORED if new and n == 0 else pb.AlertAck.STATUS_DUPLICATE
-                    acks.append((index, seq, status, alert_id, ""))
-        acks.sort()
-        response = pb.UploadBatchResponse()
-        add = response.acks.add
-        for index, seq, status, alert_id, reason in acks:
-            add(index=index, seq=seq, status=status, alert_id=alert_id, reason=reason)
-        return response
+        return acks, rows, row_index
 
     # ------------------------------------------------------------------ health, bundles, commands
 
@@ -267,9 +277,16 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         peer = await self._peer(context)
         latest = await self._db(context, self._heartbeat, peer, request)
         resp = pb.HeartbeatResponse(latest_bundle_version=latest, heartbeat_interval_s=self.policy.heartbeat_interval_s,
-                                    trust_bundle_sha256=self.pki.trust_bundle_sha256)
+                                    trust_bundle_sha256=self._trust_bundle_sha256())
         resp.server_time.GetCurrentTime()
         return resp
+
+    def _trust_bundle_sha256(self) -> str:
+        """Hashed once per CA bundle rather than per heartbeat (the bundle changes only during a CA rotation)."""
+        pem = self.pki.ca_cert_pem
+        if self._trust_hash is None or self._trust_hash[0] is not pem:
+            self._trust_hash = (pem, self.pki.trust_bundle_sha256)
+        return self._trust_hash[1]
 
     def _heartbeat(self, peer: PeerAgent, request: pb.HeartbeatRequest) -> str:
         """One locked read of the clone-detection columns and one UPDATE, through Core: 10,000 agents heartbeat
@@ -369,7 +386,11 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
     async def Commands(self, request: pb.CommandsRequest, context):
         peer = await self._peer(context)
         event = self._command_events.setdefault(peer.agent_id, asyncio.Event())
-        event.set()  # look once at connect: commands may have been queued while the agent was away
+        # Look at connect only if the last poll saw commands waiting for this agent (or no poll has run yet):
+        # anything queued since that poll is found by the next one, which wakes this stream now that it is
+        # registered. When a replica dies, thousands of agents reconnect at once; a query each stalled the rest.
+        if self._pending_agents is None or peer.agent_id in self._pending_agents:
+            event.set()
         if self._command_poller is None or self._command_poller.done():
             self._command_poller = asyncio.create_task(self._poll_commands())
         try:
@@ -390,7 +411,10 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                 waiting = await asyncio.to_thread(self._agents_with_pending_commands)
             except SQLAlchemyError as exc:
                 log.warning("command poll failed: %s", type(exc).__name__)
-                waiting = set()
+                self._pending_agents = None  # unknown: streams that connect now look for themselves
+                await asyncio.sleep(COMMAND_POLL_S)
+                continue
+            self._pending_agents = waiting
             for agent_id in waiting:
                 self.notify_command(agent_id)
             await asyncio.sleep(COMMAND_POLL_S)

@@ -10,6 +10,8 @@ the signatures.
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from typing import Any
 
 from sqlalchemy import Column, LargeBinary, MetaData, Table, select, tuple_
@@ -92,8 +94,18 @@ def insert_alerts(session: Session, rows: list[dict]) -> dict[int, tuple[str, bo
 
     Returns seq -> (alert id, was it new). Call inside a transaction; the caller acks only after commit.
     """
+    return {seq: stored for (_agent_id, seq), stored in insert_alerts_keyed(session, rows).items()}
+
+
+def insert_alerts_keyed(session: Session, rows: list[dict]) -> dict[tuple[str, int], tuple[str, bool]]:
+    """Insert rows of any agents, skipping (agent_id, seq) pairs already stored (and repeats within `rows`:
+    the first one is inserted). Returns (agent_id, seq) -> (alert id, was it new). Call inside a transaction."""
     if not rows:
         return {}
+    unique: dict[tuple[str, int], dict] = {}
+    for r in rows:
+        unique.setdefault((r["agent_id"], r["seq"]), r)
+    rows = list(unique.values())
     columns = sealed_columns(rows)
     session.flush()  # anything the caller added (the agent row, say) must be in the database before its alerts
     connection = session.connection()
@@ -108,10 +120,65 @@ def insert_alerts(session: Session, rows: list[dict]) -> dict[int, tuple[str, bo
         params = [dict(zip(_COLUMNS, values, strict=True)) for values in zip(*columns.values(), strict=True)]
         inserted = {(agent_id, seq) for agent_id, seq in connection.execute(stmt, params)}
     # RETURNING names the rows this statement inserted, so the usual all-new batch needs no second query.
-    result = {r["seq"]: (r["id"], True) for r in rows if (r["agent_id"], r["seq"]) in inserted}
-    resent = [(r["agent_id"], r["seq"]) for r in rows if (r["agent_id"], r["seq"]) not in inserted]
+    result = {key: (r["id"], True) for key, r in unique.items() if key in inserted}
+    resent = [key for key in unique if key not in inserted]
     if resent:
         stored = session.execute(
             select(Alert.agent_id, Alert.seq, Alert.id).where(tuple_(Alert.agent_id, Alert.seq).in_(resent)))
-        result.update({seq: (alert_id, False) for _agent_id, seq, alert_id in stored})
+        result.update({(agent_id, seq): (alert_id, False) for agent_id, seq, alert_id in stored})
     return result
+
+
+class AlertWriter:
+    """Group commit: one thread per collector process stores the rows of every upload waiting at that moment in
+    one statement and one transaction, and resolves each upload's future only after the commit returned.
+
+    Per call, a transaction cost more than its alerts (pool checkout and ping, BEGIN, COMMIT, each with the GIL
+    passed back and forth); 10,000 agents uploading one alert at a time make hundreds of calls a second. A
+    failed transaction fails every upload in it; each is then refused as retryable and nothing is acked."""
+
+    MAX_ROWS = 2000  # rows per transaction; an upload is never split
+
+    def __init__(self, sessions) -> None:
+        self._sessions = sessions
+        self._pending: list[tuple[list[dict], concurrent.futures.Future]] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, rows: list[dict]) -> concurrent.futures.Future:
+        """Store `rows`; the future gives (agent_id, seq) -> (alert id, was it new) once they are committed."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._wake:
+            self._pending.append((rows, future))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="alert-writer", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending:
+                    self._wake.wait()
+                group, count = [], 0
+                while self._pending and (not group or count + len(self._pending[0][0]) <= self.MAX_ROWS):
+                    item = self._pending.pop(0)
+                    group.append(item)
+                    count += len(item[0])
+            try:
+                with self._sessions.begin() as s:
+                    stored = insert_alerts_keyed(s, [r for rows, _ in group for r in rows])
+            except BaseException as exc:  # handed to every waiting upload: none may wait forever
+                for _, future in group:
+                    future.set_exception(exc)
+                continue
+            first: dict[tuple[str, int], int] = {}
+            for n, (rows, future) in enumerate(group):
+                result = {}
+                for r in rows:
+                    key = (r["agent_id"], r["seq"])
+                    alert_id, new = stored[key]
+                    # The same alert in two uploads of one group (an agent's resend): only the first stored it.
+                    result[key] = (alert_id, new and first.setdefault(key, n) == n)
+                future.set_result(result)

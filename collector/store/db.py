@@ -33,7 +33,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True)
+    # pool_size covers the serve worker's database threads (16, see serve.py) plus the console and schedules:
+    # connections beyond it are closed when returned, and reopening one per call cost more than the call.
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10, hide_parameters=True)
 
 
 def alembic_config(url: str):
