@@ -100,7 +100,8 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
     from protos import wardwatch_pb2_grpc as pb_grpc
 
     stats = {"connected": 0, "max_connected": 0, "heartbeats": 0, "stored": 0, "duplicate": 0, "rejected": 0,
-             "errors": 0, "generated": 0, "latencies_ms": [], "stored_keys": [], "unacked": 0, "error_kinds": {}}
+             "errors": 0, "generated": 0, "latencies_ms": [], "stored_keys": [], "unacked": 0, "error_kinds": {},
+             "heartbeat_times": []}
 
     def error(kind: str, exc: BaseException) -> None:
         stats["errors"] += 1
@@ -153,6 +154,7 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
             try:
                 await stub.Heartbeat(req, timeout=30)
                 stats["heartbeats"] += 1
+                stats["heartbeat_times"].append(time.time())
             except grpc.RpcError as exc:
                 if not stop_generating.is_set():
                     error("heartbeat", exc)
@@ -376,7 +378,7 @@ def main() -> int:
     fail_from, fail_to = (killed_at - 5, killed_at + args.failover_s) if killed_at else (None, None)
     steady = sorted(ms for at, ms in timed if at >= steady_from and not (fail_from and fail_from <= at < fail_to))
     failover = sorted(ms for at, ms in timed if fail_from and fail_from <= at < fail_to)
-    heartbeats = sum(s["heartbeats"] for s in shard_stats)
+    heartbeats_total = sum(s["heartbeats"] for s in shard_stats)
     run_s = ramp_s + args.duration
     error_kinds: dict[str, int] = {}
     for s in shard_stats:
@@ -387,7 +389,11 @@ def main() -> int:
         "db": "postgresql" if url.startswith("postgresql") else "sqlite",
         "workers": args.workers,
         "connected_agents": sum(s["max_connected"] for s in shard_stats),
-        "heartbeats_per_s": round(heartbeats / args.duration, 1) if args.duration else 0,
+        # In the steady window only: during the ramp fewer agents are connected.
+        "heartbeats_per_s": round(sum(1 for s in shard_stats for t in s["heartbeat_times"]
+                                      if steady_from <= t < steady_until) / max(1.0, steady_until - steady_from), 1),
+        "heartbeats_expected_per_s": round(args.agents / args.heartbeat, 1),
+        "heartbeats": heartbeats_total,
         "alerts_per_s": round(stored_rows / run_s, 1),
         "target_alerts_per_s": args.rate,
         "verify_per_s_one_core": round(verify, 1),
