@@ -129,6 +129,18 @@ def insert_alerts_keyed(session: Session, rows: list[dict]) -> dict[tuple[str, i
     return result
 
 
+def _settle(future: concurrent.futures.Future, result: Any = None, exception: BaseException | None = None) -> None:
+    """Resolve one upload's future. An upload whose agent hung up was cancelled meanwhile: its rows are stored
+    all the same (the agent's resend is acked as a duplicate), and the rest of the group must still be answered."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass
+
+
 class AlertWriter:
     """Group commit: one thread per collector process stores the rows of every upload waiting at that moment in
     one statement and one transaction, and resolves each upload's future only after the commit returned.
@@ -171,7 +183,7 @@ class AlertWriter:
                     stored = insert_alerts_keyed(s, [r for rows, _ in group for r in rows])
             except BaseException as exc:  # handed to every waiting upload: none may wait forever
                 for _, future in group:
-                    future.set_exception(exc)
+                    _settle(future, exception=exc)
                 continue
             first: dict[tuple[str, int], int] = {}
             for n, (rows, future) in enumerate(group):
@@ -181,4 +193,4 @@ class AlertWriter:
                     alert_id, new = stored[key]
                     # The same alert in two uploads of one group (an agent's resend): only the first stored it.
                     result[key] = (alert_id, new and first.setdefault(key, n) == n)
-                future.set_result(result)
+                _settle(future, result=result)

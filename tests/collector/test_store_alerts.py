@@ -76,3 +76,50 @@ def test_stored_content_is_sealed_and_reads_back_through_the_model(store_engine)
         assert alert.details == {"usb": {"serial": "X1"}} and alert.payload == b"p"
         assert (alert.state, alert.confidence, alert.version, alert.signature_ok) == ("new", 1.0, 0, True)
         assert alert.received_at is not None
+
+
+def _grouped(writer, uploads: list[list[dict]]) -> list:
+    """Submit uploads so that the writer takes them as one group: it waits on the lock held here until all are in."""
+    with writer._wake:
+        return [writer.submit(rows) for rows in uploads]
+
+
+def test_group_commit_answers_every_upload_even_one_whose_agent_hung_up(store_engine):
+    from sqlalchemy.orm import sessionmaker
+
+    from collector.store.alerts import AlertWriter
+
+    with Session(store_engine, expire_on_commit=False) as s, s.begin():
+        agent = _agent(s)
+    writer = AlertWriter(sessionmaker(store_engine, expire_on_commit=False))
+    first, gone, resend = _grouped(writer, [[_row(agent, 1), _row(agent, 2)], [_row(agent, 3)],
+                                            [_row(agent, 1), _row(agent, 4)]])
+    assert gone.cancel()  # its agent hung up before the commit
+    stored = first.result(timeout=30)
+    again = resend.result(timeout=30)
+    key = agent.id
+    assert stored[(key, 1)][1] and stored[(key, 2)][1]
+    assert again[(key, 1)] == (stored[(key, 1)][0], False)  # the resend in the same group is a duplicate
+    assert again[(key, 4)][1]
+    with Session(store_engine) as s:  # the hung-up upload's alert is stored all the same; its resend will say so
+        assert sorted(s.scalars(select(Alert.seq))) == [1, 2, 3, 4]
+    # The writer thread survived the cancelled future: a later upload is answered.
+    assert writer.submit([_row(agent, 5)]).result(timeout=30)[(key, 5)][1]
+
+
+def test_a_failed_group_fails_every_upload_in_it_and_stores_nothing(store_engine):
+    from sqlalchemy.orm import sessionmaker
+
+    from collector.store.alerts import AlertWriter
+
+    with Session(store_engine, expire_on_commit=False) as s, s.begin():
+        agent = _agent(s)
+    writer = AlertWriter(sessionmaker(store_engine, expire_on_commit=False))
+    broken = _row(agent, 2)
+    del broken["payload"]  # no value and no default: the group's statement cannot be built
+    good, bad = _grouped(writer, [[_row(agent, 1)], [broken]])
+    for future in (good, bad):
+        with pytest.raises(KeyError, match="payload"):
+            future.result(timeout=30)
+    with Session(store_engine) as s:
+        assert s.scalar(select(func.count()).select_from(Alert)) == 0
