@@ -63,6 +63,14 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def database_threads() -> int:
+    """Threads for database calls and signature checks per worker: WARDWATCH_DB_THREADS, default 16."""
+    text = os.environ.get("WARDWATCH_DB_THREADS", "16")
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise CollectorError(f"WARDWATCH_DB_THREADS must be a whole number from 1 to 256, not {text!r}")
+    return int(text)
+
+
 def _enrol_default(listen: str) -> str:
     host, port = split_hostport(listen, "--listen")
     return f"{host}:{port + 1}" if port else f"{host}:0"
@@ -85,6 +93,7 @@ def _host(address: str) -> str:
 
 async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str | None,
                  reuse_port: bool = False) -> None:
+    db_threads = database_threads()
     pki = CollectorPki(PkiPaths(cfg.pki_dir))
     gateway = AgentGateway(engine, pki)
     options = [(k, v) for k, v in SERVER_OPTIONS if k != "grpc.so_reuseport"]
@@ -103,7 +112,7 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
     # Database calls run in these threads (asyncio.to_thread); most of their time is spent waiting on PostgreSQL
     # or for the GIL, so asyncio's default (cores + 4 = 6 here) left calls queued while the CPU sat idle.
     asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(int(os.environ.get("WW_THREADS", "16")), thread_name_prefix="db"))
+        concurrent.futures.ThreadPoolExecutor(db_threads, thread_name_prefix="db"))
     endpoints = {"listen": f"{_host(listen)}:{port}", "enrol": f"{_host(enrol_listen)}:{enrol_port}",
                  "web": "", "pid": os.getpid()}
     if web_listen is not None:  # the first (or only) worker publishes where it is, as soon as agents can enrol
@@ -185,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         web_listen = args.web or cfg.web_listen
         if args.workers < 1:
             raise CollectorError("--workers must be at least 1")
+        database_threads()  # a bad setting stops here with one line, not in every worker
         if args.worker_index is not None:  # one worker of a --workers supervisor
             web = web_listen if args.worker_index == 0 else None
             asyncio.run(_serve(cfg, engine, listen, enrol_listen, web, reuse_port=True))
