@@ -24,6 +24,3 @@ def notice_version(config: dict[str, Any]) -> str:
     return str(config.get("notice_version")
                or "sha256:" + hashlib.sha256(notice_text(config).encode()).hexdigest()[:16])
 
-
-def notice_text_and_version(config: dict[str, Any]) -> tuple[str, str]:
-    return notice_text(config), notice_version(config)

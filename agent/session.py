@@ -30,7 +30,7 @@ from agent.capture.session_type import WAYLAND_NOTICE, SessionType, detect_sessi
 from agent.capture.window import ActiveWindow
 from agent.errors import AgentError
 from agent.memory import return_free_heap
-from agent.notice import notice_text, notice_text_and_version  # noqa: F401 (the latter: re-exported)
+from agent.notice import notice_text
 
 log = logging.getLogger("wardwatch.session")
 

@@ -75,9 +75,6 @@ class AlertSigningKey:
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data).signature
 
-    def public_key_raw(self) -> bytes:
-        return bytes(self._key.verify_key)
-
 
 @dataclass(frozen=True)
 class AgentState:

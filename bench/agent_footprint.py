@@ -30,7 +30,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import AGENT, Agent, Collector, wait_for
+from tests.harness import AGENT, Agent, Collector, start_xvfb, wait_for
 
 BUDGET = {"rss_mb": 80.0, "cpu_typing_pct": 1.0, "cpu_idle_pct": 0.1}
 SENTENCES = [
@@ -41,16 +41,6 @@ SENTENCES = [
     "the trip to the museum was great and we saw a real dinosaur skeleton",
     "can you send me the notes from the history lesson please",
 ]
-
-
-def start_display(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-noreset", "-screen", "0", "1280x800x24",
-                             "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            pass_fds=(write_fd,))
-    os.close(write_fd)
-    with os.fdopen(read_fd) as announced:
-        return xvfb, ":" + announced.readline().strip()
 
 
 class Sampler:
@@ -118,7 +108,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="ww-footprint-"))
     env = dict(os.environ)
-    xvfb, display = start_display(env)
+    xvfb, display = start_xvfb()
     env["DISPLAY"] = display
     for var in ("WAYLAND_DISPLAY", "XDG_SESSION_TYPE"):
         env.pop(var, None)

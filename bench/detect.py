@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.detect import Engine
 from agent.detect.normalise import phrase_key
+from bench.common import percentile
 from signatures.schema import CATEGORIES, Library, Rule
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ba", "de", "fi", "gu", "ho", "ja", "ke", "ly", "mo",
@@ -77,11 +78,6 @@ def keystroke_workload(library: Library, count: int, rng: random.Random) -> list
                 keys += ["x", "backspace"]
         keys.append("enter")
     return keys[:count]
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def time_engine_keys(engine: Engine, keys: list[str]) -> list[float]:

@@ -32,36 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
-
 from agent.alerts import Signer, make_test_alert  # noqa: E402
 from agent.channel import secure_channel  # noqa: E402
 from agent.enrol import enroll  # noqa: E402
 from agent.state import AgentState  # noqa: E402
+from bench.common import bench_database, percentile, verify_rate_one_core  # noqa: E402
 from protos import wardwatch_pb2 as pb  # noqa: E402
 from protos import wardwatch_pb2_grpc as pb_grpc  # noqa: E402
 from tests.harness import Collector, stored_seqs  # noqa: E402
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 TEXT = "benchmark alert text of a typical length"
-
-
-def verify_rate_one_core(seconds: float = 2.0) -> float:
-    key = ed25519.Ed25519PrivateKey.generate()
-    public = key.public_key()
-    payload = make_test_alert("bullying", 3, TEXT).SerializeToString()
-    sig = key.sign(payload)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(500):
-            public.verify(sig, payload)
-        n += 500
-    return n / (time.perf_counter() - start)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def check_acks(resp: pb.UploadBatchResponse) -> None:
@@ -198,43 +178,24 @@ def main() -> int:
     p.add_argument("--live-s", type=float, default=10.0, help="seconds of the live phase (0: skip it)")
     args = p.parse_args()
 
-    schema = None
-    if args.db == "postgresql":
-        import psycopg
-
-        schema = f"ww_ingest_{os.getpid()}"
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-        db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-    elif args.db == "sqlite":
-        db_url = None
-    else:
-        db_url = args.db
     verify = verify_rate_one_core()  # before the collector starts: one core of an otherwise idle benchmark
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            collector = Collector(Path(tmp) / "collector", db_url).init().start(workers=args.workers)
-            try:
-                token = collector.token(uses=args.agents)
-                states = []
-                for i in range(args.agents):
-                    state = AgentState(Path(tmp) / f"agent{i}")
-                    enroll(state, token)
-                    states.append(state)
-                out = asyncio.run(run(collector, states, args))
-                total = sum(len(stored_seqs(collector, s.agent_id)) for s in states)
-                import psutil
+    with bench_database(args.db, "ww_ingest") as db_url, tempfile.TemporaryDirectory() as tmp:
+        collector = Collector(Path(tmp) / "collector", db_url).init().start(workers=args.workers)
+        try:
+            token = collector.token(uses=args.agents)
+            states = []
+            for i in range(args.agents):
+                state = AgentState(Path(tmp) / f"agent{i}")
+                enroll(state, token)
+                states.append(state)
+            out = asyncio.run(run(collector, states, args))
+            total = sum(len(stored_seqs(collector, s.agent_id)) for s in states)
+            import psutil
 
-                root = psutil.Process(collector.proc.pid)
-                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
-            finally:
-                collector.stop()
-    finally:
-        if schema:
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            root = psutil.Process(collector.proc.pid)
+            rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+        finally:
+            collector.stop()
     drained = args.agents * args.alerts
     rate = drained / out["elapsed"]
     lat, live_lat = out["batch_latencies"], out["live_latencies"]
@@ -251,7 +212,7 @@ def main() -> int:
         "batch_p99_ms": round(percentile(lat, 0.99) * 1000, 1),
         "collector_cpu_us_per_alert": round(out["cpu"][0] * 1e6 / rate, 1),
         "cpu_cores_collector": out["cpu"][0], "cpu_cores_client": out["cpu"][1],
-        "cpu_cores_postgres": out["cpu"][2] if schema or (db_url or "").startswith("postgresql") else None,
+        "cpu_cores_postgres": out["cpu"][2] if (db_url or "").startswith("postgresql") else None,
         "live_alerts_per_s": round(live_n / args.live_s, 1) if args.live_s else None,
         "live_sign_to_commit_p50_ms": round(statistics.median(live_lat) * 1000, 1) if live_lat else None,
         "live_sign_to_commit_p99_ms": round(percentile(live_lat, 0.99) * 1000, 1) if live_lat else None,

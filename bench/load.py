@@ -34,8 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-
+from bench.common import bench_database, percentile, verify_rate_one_core  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------- provisioning
 
@@ -263,22 +262,9 @@ def stored_counts(db_url: str, agent_ids: list[str]) -> tuple[dict[str, list[int
     return by_agent, int(doubled or 0)
 
 
-def verify_rate_one_core(seconds: float = 2.0) -> float:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    key = ed25519.Ed25519PrivateKey.generate()
-    payload = os.urandom(180)
-    sig, pub = key.sign(payload), key.public_key()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(500):
-            pub.verify(sig, payload)
-        n += 500
-    return n / (time.perf_counter() - start)
-
-
 def pct(ordered: list[float], q: float) -> float | None:
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 1) if ordered else None
+    value = percentile(ordered, q)
+    return None if value is None else round(value, 1)
 
 
 def main() -> int:
@@ -304,19 +290,7 @@ def main() -> int:
     from tests.harness import Collector
 
     verify = verify_rate_one_core()
-    schema = None
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.db == "postgresql":
-            import psycopg
-
-            schema = f"ww_load_{os.getpid()}"
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'CREATE SCHEMA "{schema}"')
-            db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-        elif args.db == "sqlite":
-            db_url = None
-        else:
-            db_url = args.db
+    with bench_database(args.db, "ww_load") as db_url, tempfile.TemporaryDirectory() as tmp:
         collector = Collector(Path(tmp) / "collector", db_url).init()
         url = db_url or f"sqlite:///{collector.data / 'wardwatch.db'}"
         try:
@@ -360,11 +334,6 @@ def main() -> int:
         finally:
             collector.stop()
         by_agent, doubled = stored_counts(url, uploaders)
-        if schema:
-            import psycopg
-
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
     cpu_pct = 0.0
     if "start" in cpu_marks and "end" in cpu_marks:  # a killed worker's CPU drops out; the figure is a floor

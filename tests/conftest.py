@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 
 import pytest
 
-PG_BASE = os.environ.get("WARDWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from tests.harness import PG_ADMIN, scratch_pg_schema
+
 # Under CI a skipped PostgreSQL run would hide half the store suite, so it is a failure there.
 PG_REQUIRED = os.environ.get("CI", "").lower() in ("1", "true", "yes") or bool(os.environ.get("WARDWATCH_REQUIRE_PG"))
 
@@ -19,28 +19,20 @@ def _pg_unavailable_reason() -> str | None:
     except ImportError:
         return "psycopg is not installed"
     try:
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
             return None
     except psycopg.OperationalError as exc:
         return f"PostgreSQL at 127.0.0.1:5432 is not reachable: {str(exc).strip().splitlines()[0]}"
 
 
 def _fresh_pg_schema() -> Iterator[str]:
-    import psycopg
-
     reason = _pg_unavailable_reason()
     if reason:
         if PG_REQUIRED:
             pytest.fail(f"PostgreSQL tests are required under CI but cannot run: {reason}")
         pytest.skip(reason)
-    schema = f"ww_test_{secrets.token_hex(6)}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with scratch_pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -2,24 +2,63 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
 COLLECTOR = str(BIN / "wardwatch-collector")
 AGENT = str(BIN / "wardwatch-agent")
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+PG_BASE = os.environ.get("WARDWATCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def scratch_pg_schema(prefix: str = "ww_test") -> Iterator[str]:
+    """A fresh schema on the local PostgreSQL server for one test or benchmark, dropped afterwards. Yields a
+    database URL whose search_path is that schema, so the collector creates its tables there."""
+    import psycopg
+
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_xvfb() -> tuple[subprocess.Popen, str]:
+    """A new X server on a free display, for desktop tests and the footprint benchmark: (process, ":N")."""
+    # Xvfb picks a free display itself (-displayfd): other test runs on this machine have their own servers.
+    # -noreset: by default the server resets when its last client leaves, and a client connecting during that
+    # reset (openbox, right after our readiness probe) is refused.
+    read_fd, write_fd = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-noreset", "-screen", "0", "1280x800x24",
+                             "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            pass_fds=(write_fd,))
+    os.close(write_fd)
+    with os.fdopen(read_fd) as announced:
+        number = announced.readline().strip()
+    if not number:
+        xvfb.kill()
+        raise RuntimeError("Xvfb did not start")
+    return xvfb, f":{number}"
 
 
 def wait_for(condition, timeout: float = 10.0, what: str = "condition", interval: float = 0.05):

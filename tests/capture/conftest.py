@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.ipc import MatchServer, PeerCred
-from tests.harness import wait_for
+from tests.harness import start_xvfb, wait_for
 
 TOOLS = ("Xvfb", "openbox", "xdotool", "xterm")
 
@@ -104,24 +104,6 @@ class Desktop:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-
-
-def start_xvfb() -> tuple[subprocess.Popen, str]:
-    """A new X server on a free display: (process, ":N")."""
-    # Xvfb picks a free display itself (-displayfd): other test runs on this machine have their own servers.
-    # -noreset: by default the server resets when its last client leaves, and a client connecting during that
-    # reset (openbox, right after our readiness probe) is refused.
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-noreset", "-screen", "0", "1280x800x24",
-                             "-nolisten", "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            pass_fds=(write_fd,))
-    os.close(write_fd)
-    with os.fdopen(read_fd) as announced:
-        number = announced.readline().strip()
-    if not number:
-        xvfb.kill()
-        pytest.fail("Xvfb did not start")
-    return xvfb, f":{number}"
 
 
 def _release_stopped_listeners(desk: Desktop) -> None:

@@ -10,7 +10,8 @@ import pytest
 from agent.capture.keyboard import KeyEvent
 from agent.capture.privacy import PrivacyPolicy
 from agent.capture.window import ActiveWindow
-from agent.session import BundleFiles, SessionHelper, notice_text_and_version, read_agent_config, resolve_state_dir
+from agent.notice import notice_text, notice_version
+from agent.session import BundleFiles, SessionHelper, read_agent_config, resolve_state_dir
 from tests.capture.fake_engine import FakeEngine
 
 NOTES = ActiveWindow("Year 9 English - Notes", "xterm", 100, 1)
@@ -120,9 +121,10 @@ def test_configuration_from_agent_json(tmp_path, monkeypatch):
     (tmp_path / "agent.json").write_text('{"age_band": "primary", "notice_text": "We check typing."}')
     config = read_agent_config(tmp_path)
     assert config["age_band"] == "primary"
-    text, version = notice_text_and_version(config)
-    assert text == "We check typing." and version.startswith("sha256:")
-    assert notice_text_and_version({})[1] != version
+    version = notice_version(config)
+    assert notice_text(config) == "We check typing." and version.startswith("sha256:")
+    assert notice_version({}) != version
+    assert notice_version({**config, "notice_version": "2026-autumn"}) == "2026-autumn"
     (tmp_path / "agent.json").write_text("{broken")
     assert read_agent_config(tmp_path) == {}
     monkeypatch.setenv("WARDWATCH_STATE", str(tmp_path))

@@ -11,7 +11,8 @@ import pytest
 from agent.capture.keyboard import KeyboardCapture, KeyEvent
 from agent.capture.window import ActiveWindow
 from agent.capture.window_x11 import X11WindowWatcher
-from tests.capture.conftest import Desktop, start_xvfb, wait_for
+from tests.capture.conftest import Desktop
+from tests.harness import start_xvfb, wait_for
 
 pytestmark = pytest.mark.desktop
 
