@@ -150,6 +150,9 @@ class AgentService:
     async def heartbeat_loop(self) -> None:
         backoff = Backoff(base=5)
         while not self.stopping.is_set():
+            # Cleared before the beat, not after: news arriving during it (a bundle installed below, a command
+            # handled meanwhile) must bring the next beat forward, not wait a whole interval.
+            self.heartbeat_now.clear()
             try:
                 resp = await self._uplink().heartbeat(self._heartbeat_request())
                 self._contact()
@@ -166,7 +169,6 @@ class AgentService:
                     # Start-up (connecting, the first bundle) leaves free heap behind that glibc would keep.
                     self._settled = True
                     return_free_heap()
-                self.heartbeat_now.clear()
                 await self._sleep(resp.heartbeat_interval_s or HEARTBEAT_S, self.heartbeat_now)
             except grpc.RpcError as exc:
                 self._error(describe_rpc_error(exc, self.config["address"]))
@@ -380,6 +382,10 @@ class AgentService:
             # wakes it when due. The period is a safety net for a helper that never connected.
             await self._sleep(self.helpers.next_check_in(HELPER_CHECK_S), self.helper_left)
 
+    def _helper_hung_up(self) -> None:
+        self.helpers.hung_up()
+        self.helper_left.set()
+
     def _maintenance_path(self):
         return self.state.root / MAINTENANCE_FILE
 
@@ -446,7 +452,7 @@ class AgentService:
             return None
         self.state.ipc_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         server = MatchServer(self.state.ipc_dir / "session.sock", self.on_session_message,
-                             on_hang_up=lambda _peer: self.helper_left.set())
+                             on_hang_up=lambda _peer: self._helper_hung_up())
         await server.start()
         return server
 

@@ -25,6 +25,13 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 600.0
 # Longer than systemd's RestartSec and launchd's throttle: the user's own supervisor gets the first chance.
 RESTART_GRACE_S = 10.0
+# After a helper hangs up its channel, how long to keep looking closely: a process that is exiting can still look
+# alive for a moment, and at logout the rest of its session is going at the same time.
+HANG_UP_WATCH_S = 10.0
+LOOK_AGAIN_S = 0.25
+# A helper found dead is judged on a later look, this long after: its session leader, killed in the same logout,
+# may still be exiting, and judging at once would report a logout as a helper stopped while its session was open.
+DEATH_SETTLE_S = 1.0
 
 
 @dataclass
@@ -93,6 +100,8 @@ class HelperSupervisor:
         self.helpers: dict[int, HelperRecord] = {}
         self._due: list[tuple[float, HelperRecord]] = []
         self._children: list[subprocess.Popen] = []
+        self._watch_until = 0.0  # look closely until then (a helper hung up)
+        self._dead_since: dict[int, float] = {}  # helpers found dead, not yet judged
 
     def on_hello(self, pid: int, username: str) -> None:
         if pid in self.helpers:
@@ -101,11 +110,19 @@ class HelperSupervisor:
         if record is not None:
             self.helpers[pid] = record
 
+    def hung_up(self) -> None:
+        """A helper's channel closed: it may be exiting. Look closely for a while rather than at the next period."""
+        self._watch_until = time.monotonic() + HANG_UP_WATCH_S
+
     def next_check_in(self, longest: float) -> float:
-        """Seconds until `check` has something to do without being woken: a restart whose grace period ends."""
+        """Seconds until `check` has something to do without being woken: a helper that hung up or was found dead
+        is looked at again shortly, and a restart is due when its grace period ends."""
+        now = time.monotonic()
+        if self._dead_since or now < self._watch_until:
+            return LOOK_AGAIN_S
         if not self._due:
             return longest
-        return max(0.1, min(longest, min(due for due, _record in self._due) - time.monotonic()))
+        return max(0.1, min(longest, min(due for due, _record in self._due) - now))
 
     def check(self) -> list[HelperStopped]:
         """Report helpers that died while their session lives, and start them again once the grace period shows
@@ -116,7 +133,10 @@ class HelperSupervisor:
         for pid, record in list(self.helpers.items()):
             if _alive(pid, record.created):
                 continue
+            if now - self._dead_since.setdefault(pid, now) < DEATH_SETTLE_S:
+                continue
             del self.helpers[pid]
+            del self._dead_since[pid]
             if not _alive(record.parent_pid):
                 log.info("session helper of %s ended with its session", record.username)
                 continue
