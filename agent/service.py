@@ -33,7 +33,7 @@ from agent.notice import notice_version
 from agent.spool import Spool, SpoolFull
 from agent.state import AgentState, generalize
 from agent.supervise import HelperSupervisor
-from agent.uplink import Backoff, Uplink
+from agent.uplink import Backoff, Uplink, command_backoff, stream_reopen_delay, upload_backoff
 from protos import wardwatch_pb2 as pb
 
 log = logging.getLogger("wardwatch.agent")
@@ -76,6 +76,7 @@ class AgentService:
         self.gaps: dict[str, str] = {}
         self.last_contact: float | None = None
         self.last_error = ""
+        self.heartbeat_interval_s = HEARTBEAT_S  # the collector's, from its last heartbeat answer
         self.started_at = time.time()
         self.helpers = HelperSupervisor(restart=os.environ.get("WARDWATCH_NO_HELPER_RESTART") != "1")
         self.exit_code = 0
@@ -127,7 +128,7 @@ class AgentService:
     # -------------------------------------------------------------- loops
 
     async def drain_loop(self) -> None:
-        backoff = Backoff()
+        backoff = upload_backoff()
         while not self.stopping.is_set():
             try:
                 await asyncio.to_thread(self.spool.take_dropped, self._dropped_envelope)
@@ -169,7 +170,8 @@ class AgentService:
                     # Start-up (connecting, the first bundle) leaves free heap behind that glibc would keep.
                     self._settled = True
                     return_free_heap()
-                await self._sleep(resp.heartbeat_interval_s or HEARTBEAT_S, self.heartbeat_now)
+                self.heartbeat_interval_s = float(resp.heartbeat_interval_s or HEARTBEAT_S)
+                await self._sleep(self.heartbeat_interval_s, self.heartbeat_now)
             except grpc.RpcError as exc:
                 self._error(describe_rpc_error(exc, self.config["address"]))
                 await self._sleep(backoff.next_delay())
@@ -184,17 +186,18 @@ class AgentService:
         return req
 
     async def commands_loop(self) -> None:
-        backoff = Backoff(base=2)
+        backoff = command_backoff()
+        loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
+            opened = loop.time()
             try:
                 stream = self._uplink().stub.Commands(pb.CommandsRequest(instance_id=self.instance_id))
                 async for command in stream:
-                    backoff.reset()
                     await self.handle_command(command)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.CANCELLED:
                     self._error(describe_rpc_error(exc, self.config["address"]))
-            await self._sleep(backoff.next_delay())
+            await self._sleep(stream_reopen_delay(loop.time() - opened, backoff, self.heartbeat_interval_s))
 
     async def handle_command(self, command: pb.Command) -> None:
         kind = command.WhichOneof("kind")

@@ -95,11 +95,13 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
 
     from agent.alerts import Signer, make_test_alert
     from agent.channel import secure_channel
+    from agent.uplink import command_backoff, stream_reopen_delay, upload_backoff
     from protos import wardwatch_pb2 as pb
     from protos import wardwatch_pb2_grpc as pb_grpc
 
     stats = {"connected": 0, "max_connected": 0, "heartbeats": 0, "stored": 0, "duplicate": 0, "rejected": 0,
              "errors": 0, "generated": 0, "latencies_ms": [], "stored_keys": [], "unacked": 0, "error_kinds": {},
+             "error_details": {},
              "heartbeat_times": []}
 
     def error(kind: str, exc: BaseException) -> None:
@@ -107,6 +109,8 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
         code = exc.code().name if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else type(exc).__name__
         key = f"{kind}:{code}"
         stats["error_kinds"][key] = stats["error_kinds"].get(key, 0) + 1
+        if key not in stats["error_details"] and hasattr(exc, "details"):  # one example of each, to say why
+            stats["error_details"][key] = (exc.details() or "")[:200]
     stop_generating = asyncio.Event()
 
     async def agent_task(index: int, a: dict) -> None:
@@ -126,8 +130,10 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
             await channel.close()
 
     async def hold_commands(stub) -> None:
+        backoff = command_backoff()  # the real agent's reconnect policy, so a failover storms as it would
         while not stop_generating.is_set():
             connected = False
+            opened = time.monotonic()
             try:
                 stream = stub.Commands(pb.CommandsRequest(instance_id="load"))
                 stats["connected"] += 1
@@ -143,7 +149,7 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
             finally:
                 if connected:
                     stats["connected"] -= 1
-            await asyncio.sleep(random.uniform(0.5, 3))
+            await asyncio.sleep(stream_reopen_delay(time.monotonic() - opened, backoff, heartbeat_s))
 
     async def heartbeats(stub) -> None:
         await asyncio.sleep(random.uniform(0, heartbeat_s))
@@ -165,6 +171,7 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
         alert = make_test_alert("bullying", 3, "load test alert of a typical length, nothing more")
         pending: list[tuple[int, float, pb.SignedAlert]] = []
         seq = 0
+        backoff = upload_backoff()
         next_at = time.monotonic() + random.uniform(0, 1 / rate_each)
         while True:
             now = time.monotonic()
@@ -184,8 +191,9 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
                     resp = await stub.UploadBatch(pb.UploadBatchRequest(alerts=[e for *_, e in batch]), timeout=30)
                 except grpc.RpcError as exc:
                     error("upload", exc)
-                    await asyncio.sleep(random.uniform(0.2, 1.0))
+                    await asyncio.sleep(backoff.next_delay())
                     continue
+                backoff.reset()
                 done = time.perf_counter()
                 settled = set()
                 for ack in resp.acks:
@@ -350,9 +358,11 @@ def main() -> int:
     heartbeats_total = sum(s["heartbeats"] for s in shard_stats)
     run_s = ramp_s + args.duration
     error_kinds: dict[str, int] = {}
+    error_details: dict[str, str] = {}
     for s in shard_stats:
         for k, v in s["error_kinds"].items():
             error_kinds[k] = error_kinds.get(k, 0) + v
+        error_details = s["error_details"] | error_details
     stored_keys_total = sum(len(s["stored_keys"]) for s in shard_stats)
     result = {
         "db": "postgresql" if url.startswith("postgresql") else "sqlite",
@@ -402,6 +412,8 @@ def main() -> int:
               f"{result['failover_p50_ms']} ms, p99 "
               f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms over {len(failover)} alerts")
     print(f"errors by call and status: {error_kinds}")
+    for kind, details in sorted(error_details.items()):
+        print(f"  e.g. {kind}: {details}")
     buckets: dict[int, list[float]] = {}
     for at, ms in timed:
         buckets.setdefault(int((at - start_at) // 10) * 10, []).append(ms)
