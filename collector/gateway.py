@@ -28,6 +28,7 @@ from protos import wardwatch_pb2_grpc as pb_grpc
 from protos.identity import agent_id_of, identity_key_from_certificate
 
 log = logging.getLogger("wardwatch.gateway")
+_STALE = object()  # no fresh entry in the peer cache
 # One query per process every few seconds finds commands queued by any replica or the console; per-agent polling
 # would cost 10,000 queries every interval on a large fleet.
 COMMAND_POLL_S = 3.0
@@ -40,11 +41,16 @@ CERT_CACHE_SIZE = 50_000
 
 
 _AGENTS = Agent.__table__
-_PEER_SELECT = (select(_AGENTS.c.status, _AGENTS.c.site_id, _AGENTS.c.identity_public_key)
-                .where(_AGENTS.c.id == bindparam("agent_id")))
+_PEER_COLUMNS = (_AGENTS.c.status, _AGENTS.c.site_id, _AGENTS.c.identity_public_key)
+_PEER_SELECT = select(*_PEER_COLUMNS).where(_AGENTS.c.id == bindparam("agent_id"))
+# A heartbeat reads what the peer cache holds too, in the same locked read: most heartbeats come more than
+# PEER_CACHE_S after the agent's last call, and a separate look-up cost a second checkout and round trip each.
 # Locked: two replicas hearing two clones at once must see each other's instance.
-_INSTANCE_SELECT = (select(_AGENTS.c.recent_instances, _AGENTS.c.last_instance_id, _AGENTS.c.clone_detected_at)
-                    .where(_AGENTS.c.id == bindparam("agent_id")).with_for_update())
+_HEARTBEAT_SELECT = (select(*_PEER_COLUMNS, _AGENTS.c.recent_instances, _AGENTS.c.last_instance_id,
+                            _AGENTS.c.clone_detected_at)
+                     .where(_AGENTS.c.id == bindparam("agent_id")).with_for_update())
+# Built once; the columns to set come from the parameters (SQLAlchemy caches one compiled form per set of keys).
+_HEARTBEAT_UPDATE = update(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id_"))
 _CLONE_GAP = {"gap": fleet.CLONED_IDENTITY,
               "detail": "two live devices present this identity; each has been told to re-key"}
 
@@ -54,6 +60,21 @@ class PeerAgent:
     agent_id: str
     site_id: int
     public_key: ed25519.Ed25519PublicKey
+    public_key_der: bytes
+
+
+def _peer_from_row(agent_id: str, row, cached: PeerAgent | str | None) -> PeerAgent | str | None:
+    """The agent as a PeerAgent, its status word if it may not connect, or None if unknown. Reuses the cached
+    PeerAgent (and its parsed key) when nothing in the row changed."""
+    if row is None:
+        return None
+    if row.status != "active":
+        return row.status
+    if (isinstance(cached, PeerAgent) and cached.site_id == row.site_id
+            and cached.public_key_der == row.identity_public_key):
+        return cached
+    return PeerAgent(agent_id=agent_id, site_id=row.site_id, public_key=load_der_public_key(row.identity_public_key),
+                     public_key_der=bytes(row.identity_public_key))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -89,6 +110,14 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
     # ------------------------------------------------------------------ identity
 
     async def _peer(self, context: grpc.aio.ServicerContext) -> PeerAgent:
+        agent_id = await self._agent_id(context)
+        peer = self._fresh_peer(agent_id)
+        if peer is _STALE:
+            peer = await self._db(context, self._load_peer, agent_id)
+        return await self._admit(context, agent_id, peer)
+
+    async def _agent_id(self, context: grpc.aio.ServicerContext) -> str:
+        """The agent id named by the client certificate the TLS layer verified."""
         pem = context.auth_context().get("x509_pem_cert")
         if not pem:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
@@ -104,12 +133,20 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             if len(self._cert_ids) >= CERT_CACHE_SIZE:
                 self._cert_ids.clear()
             self._cert_ids[pem[0]] = agent_id
-        now = time.monotonic()
+        return agent_id
+
+    def _fresh_peer(self, agent_id: str):
+        """What this replica read about the agent less than PEER_CACHE_S ago, or _STALE."""
         cached = self._peers.get(agent_id)
-        if cached is None or now - cached[0] > PEER_CACHE_S:
-            cached = (now, await self._db(context, self._load_peer, agent_id))
-            self._peers[agent_id] = cached
-        peer = cached[1]
+        if cached is None or time.monotonic() - cached[0] > PEER_CACHE_S:
+            return _STALE
+        return cached[1]
+
+    def _remember_peer(self, agent_id: str, peer: PeerAgent | str | None) -> None:
+        self._peers[agent_id] = (time.monotonic(), peer)
+
+    @staticmethod
+    async def _admit(context: grpc.aio.ServicerContext, agent_id: str, peer: PeerAgent | str | None) -> PeerAgent:
         if peer is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"unknown agent {agent_id}: enrol this device")
         if isinstance(peer, str):
@@ -118,16 +155,13 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         return peer
 
     def _load_peer(self, agent_id: str) -> PeerAgent | str | None:
-        """The agent as a PeerAgent, its status word if it may not connect, or None if unknown. Three columns
-        through Core: every agent's first call after PEER_CACHE_S lands here (most heartbeats do)."""
+        """Three columns through Core, remembered for PEER_CACHE_S."""
         with self.engine.connect() as conn:
             row = conn.execute(_PEER_SELECT, {"agent_id": agent_id}).one_or_none()
-        if row is None:
-            return None
-        if row.status != "active":
-            return row.status
-        return PeerAgent(agent_id=agent_id, site_id=row.site_id,
-                         public_key=load_der_public_key(row.identity_public_key))
+        cached = self._peers.get(agent_id)
+        peer = _peer_from_row(agent_id, row, cached[1] if cached else None)
+        self._remember_peer(agent_id, peer)
+        return peer
 
     # ------------------------------------------------------------------ enrolment
 
@@ -274,8 +308,9 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
     # ------------------------------------------------------------------ health, bundles, commands
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
-        peer = await self._peer(context)
-        latest = await self._db(context, self._heartbeat, peer, request)
+        agent_id = await self._agent_id(context)
+        peer, latest = await self._db(context, self._heartbeat, agent_id, request)
+        await self._admit(context, agent_id, peer)
         resp = pb.HeartbeatResponse(latest_bundle_version=latest, heartbeat_interval_s=self.policy.heartbeat_interval_s,
                                     trust_bundle_sha256=self._trust_bundle_sha256())
         resp.server_time.GetCurrentTime()
@@ -288,14 +323,23 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             self._trust_hash = (pem, self.pki.trust_bundle_sha256)
         return self._trust_hash[1]
 
-    def _heartbeat(self, peer: PeerAgent, request: pb.HeartbeatRequest) -> str:
-        """One locked read of the clone-detection columns and one UPDATE, through Core: 10,000 agents heartbeat
-        ~170 times a second, and loading and flushing the ORM object cost more than the round trips. A heartbeat
-        that reveals a clone takes the ORM path (_track_instance), which queues the re-keys."""
+    def _heartbeat(self, agent_id: str, request: pb.HeartbeatRequest) -> tuple[PeerAgent | str | None, str]:
+        """(the agent as _load_peer reads it, the bundle version to announce). One locked read of the agent's row
+        and one UPDATE, through Core: 10,000 agents heartbeat ~170 times a second, and loading and flushing the
+        ORM object cost more than the round trips. A heartbeat that reveals a clone takes the ORM path
+        (_track_instance), which queues the re-keys. An agent that may not connect is recorded as nothing."""
         now = dt.datetime.now(dt.UTC)
         instance = request.instance_id[:64]
         with self.sessions.begin() as s:
+            conn = s.connection()
+            row = conn.execute(_HEARTBEAT_SELECT, {"agent_id": agent_id}).one_or_none()
+            cached = self._peers.get(agent_id)
+            peer = _peer_from_row(agent_id, row, cached[1] if cached else None)
+            self._remember_peer(agent_id, peer)
+            if not isinstance(peer, PeerAgent):
+                return peer, ""
             values = {
+                "agent_id_": agent_id,
                 "last_seen_at": now,
                 "bundle_version": request.bundle_version[:64],
                 "coverage_gaps": [{"gap": g.gap, "detail": g.detail[:500]} for g in request.gaps],
@@ -308,19 +352,17 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                 values["agent_version"] = request.host.agent_version[:32]
             if request.host.hostname:
                 values["hostname"] = request.host.hostname[:255]
-            conn = s.connection()
-            row = conn.execute(_INSTANCE_SELECT, {"agent_id": peer.agent_id}).one()
             recent = dict(row.recent_instances or {})
             window = self.policy.clone_window
             if row.clone_detected_at is None and fleet.is_clone(recent, row.last_instance_id, instance, now, window):
-                values["coverage_gaps"] += self._track_instance(s, peer.agent_id, instance, now)
+                values["coverage_gaps"] += self._track_instance(s, agent_id, instance, now)
                 s.flush()
             else:
                 values["recent_instances"] = fleet.remember_instance(recent, instance, now, window)
                 if row.clone_detected_at is not None:
                     values["coverage_gaps"].append(_CLONE_GAP)
-            conn.execute(update(_AGENTS).where(_AGENTS.c.id == peer.agent_id).values(**values))
-            return self._latest_bundle_version(s, peer.site_id)
+            conn.execute(_HEARTBEAT_UPDATE, values)
+            return peer, self._latest_bundle_version(s, peer.site_id)
 
     def _latest_bundle_version(self, s: Session, site_id: int) -> str:
         """The version heartbeats announce, without reading the bundle itself, cached briefly per site: every
