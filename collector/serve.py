@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -47,9 +48,10 @@ SERVER_OPTIONS = [
     ("grpc.max_connection_age_grace_ms", 5 * 60_000),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
-    # Off for a single process, so a second collector started by mistake fails loudly instead of sharing the
-    # port; on for --workers, where the kernel spreads connections across the worker processes.
-    ("grpc.so_reuseport", 0),
+    # Every worker runs several servers on one port (see accept_loops), and --workers shares it between
+    # processes: the kernel spreads connections across all their listeners. A second collector started by
+    # mistake on a port in use is refused before anything binds (_check_port_free).
+    ("grpc.so_reuseport", 1),
 ]
 
 
@@ -69,6 +71,40 @@ def database_threads() -> int:
     if not text.isdigit() or not 1 <= int(text) <= 256:
         raise CollectorError(f"WARDWATCH_DB_THREADS must be a whole number from 1 to 256, not {text!r}")
     return int(text)
+
+
+def accept_loops() -> int:
+    """gRPC servers per worker: WARDWATCH_ACCEPT_LOOPS, default 4.
+
+    A grpc.aio server takes new calls from gRPC's core one at a time, each after a trip around the event loop
+    (grpcio 1.85). Under load a trip takes milliseconds, so one server accepted ~300 calls a second however idle
+    the CPU was, and calls beyond that queued inside gRPC: at 10,000 agents uploads waited seconds there, and
+    calls left queued for 30 s were cancelled by gRPC itself. Each server has its own accept loop, and they all
+    listen on the same port (SO_REUSEPORT), so N servers accept N calls a trip."""
+    text = os.environ.get("WARDWATCH_ACCEPT_LOOPS", "4")
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise CollectorError(f"WARDWATCH_ACCEPT_LOOPS must be a whole number from 1 to 64, not {text!r}")
+    return int(text)
+
+
+def _check_port_free(address: str, what: str) -> None:
+    """Refuse a port another process listens on. The servers bind with SO_REUSEPORT, which would otherwise let a
+    second collector started by mistake share the port and take half the fleet's connections."""
+    host, port = split_hostport(address, what)
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CollectorError(f"cannot listen on {address} for {what}: {exc.strerror}") from exc
+    family, kind, proto, _name, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart's TIME_WAIT is no conflict
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise CollectorError(f"cannot listen on {address} for {what}: {exc.strerror} "
+                                 "(is another collector running?)") from exc
 
 
 def _enrol_default(listen: str) -> str:
@@ -91,23 +127,28 @@ def _host(address: str) -> str:
     return address.rpartition(":")[0]
 
 
-async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str | None,
-                 reuse_port: bool = False) -> None:
+async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str | None) -> None:
     db_threads = database_threads()
     pki = CollectorPki(PkiPaths(cfg.pki_dir))
     gateway = AgentGateway(engine, pki)
-    options = [(k, v) for k, v in SERVER_OPTIONS if k != "grpc.so_reuseport"]
-    server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", 1 if reuse_port else 0)])
-    pb_grpc.add_AgentGatewayServicer_to_server(gateway, server)
     # The chain includes the CA so an enrolling agent can compare it with the pin it was given.
     identity = [(pki.server_key_pem, pki.server_cert_pem + pki.ca_cert_pem)]
     mtls = grpc.ssl_server_credentials(identity, root_certificates=pki.ca_cert_pem, require_client_auth=True)
     # Enrolment happens before the agent has a certificate: server-authenticated TLS only. Every other method
     # refuses a caller without a client certificate, so this port can do nothing but enrol.
     enrol_tls = grpc.ssl_server_credentials(identity, require_client_auth=False)
-    port = _bind(server, listen, mtls, "--listen")
-    enrol_port = _bind(server, enrol_listen, enrol_tls, "--enrol-listen")
-    await server.start()
+    servers = []
+    for index in range(accept_loops()):  # one gateway, several accept loops on the agents' port
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        pb_grpc.add_AgentGatewayServicer_to_server(gateway, server)
+        if index == 0:
+            port = _bind(server, listen, mtls, "--listen")
+            enrol_port = _bind(server, enrol_listen, enrol_tls, "--enrol-listen")  # enrolment is rare: one loop
+        else:
+            _bind(server, f"{_host(listen)}:{port}", mtls, "--listen")
+        servers.append(server)
+    for server in servers:
+        await server.start()
     tune_gc()
     # Database calls run in these threads (asyncio.to_thread); most of their time is spent waiting on PostgreSQL
     # or for the GIL, so asyncio's default (cores + 4 = 6 here) left calls queued while the CPU sat idle.
@@ -142,7 +183,7 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
     log.info("stopping: finishing calls in flight")
     for task in schedules:
         task.cancel()
-    await server.stop(grace=5)
+    await asyncio.gather(*(server.stop(grace=5) for server in servers))
     if web_task is not None:
         web_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -195,10 +236,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise CollectorError("--workers must be at least 1")
         database_threads()  # a bad setting stops here with one line, not in every worker
-        if args.worker_index is not None:  # one worker of a --workers supervisor
+        accept_loops()
+        if args.worker_index is not None:  # one worker of a --workers supervisor, which checked the ports
             web = web_listen if args.worker_index == 0 else None
-            asyncio.run(_serve(cfg, engine, listen, enrol_listen, web, reuse_port=True))
+            asyncio.run(_serve(cfg, engine, listen, enrol_listen, web))
             return 0
+        _check_port_free(listen, "--listen")
+        _check_port_free(enrol_listen, "--enrol-listen")
         if args.workers == 1:
             asyncio.run(_serve(cfg, engine, listen, enrol_listen, web_listen))
             return 0
