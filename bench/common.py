@@ -20,22 +20,35 @@ def bench_database(kind: str, prefix: str) -> Iterator[str | None]:
         yield None if kind == "sqlite" else kind
 
 
-def verify_rate_one_core(seconds: float = 2.0) -> float:
-    """Ed25519 verifications per second on one core, over a signed alert of a typical size."""
+def verify_rates_one_core(seconds: float = 2.0) -> dict[str, float]:
+    """Ed25519 verifications per second on one core, over a signed alert of a typical size, by library: OpenSSL
+    (through cryptography) and libsodium (through PyNaCl, which the collector verifies alerts with)."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
+    from nacl.signing import VerifyKey
 
     from agent.alerts import make_test_alert
 
     key = ed25519.Ed25519PrivateKey.generate()
     public = key.public_key()
+    sodium = VerifyKey(public.public_bytes_raw())
     payload = make_test_alert("bullying", 3, "benchmark alert text of a typical length").SerializeToString()
     signature = key.sign(payload)
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for _ in range(500):
-            public.verify(signature, payload)
-        n += 500
-    return n / (time.perf_counter() - start)
+    rates = {}
+    for name, verify in (("openssl", lambda: public.verify(signature, payload)),
+                         ("libsodium", lambda: sodium.verify(payload, signature))):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(500):
+                verify()
+            n += 500
+        rates[name] = n / (time.perf_counter() - start)
+    return rates
+
+
+def verify_rate_one_core(seconds: float = 2.0) -> float:
+    """The most Ed25519 signatures one core of this machine verifies per second, whichever library does it
+    faster: the yardstick the ingest goal is measured against."""
+    return max(verify_rates_one_core(seconds).values())
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -14,7 +14,7 @@ from collector import audit, fleet
 from collector.context import open_store
 from collector.errors import CollectorError
 from collector.fleet_health import is_collector_generated
-from collector.ingest import verify_signature
+from collector.ingest import identity_verifier, verify_signature
 from collector.reports.figures import Milestones, review_milestones
 from collector.store.models import Agent, Alert
 
@@ -61,7 +61,8 @@ def cmd_alerts_verify(args: argparse.Namespace) -> int:
     """Re-verify every stored alert against the identity key of the agent that sent it."""
     checked = bad = collector_made = 0
     with open_store(args) as (_cfg, engine), Session(engine) as session:
-        keys = {a.id: load_der_public_key(a.identity_public_key) for a in session.scalars(select(Agent))}
+        keys = {a.id: identity_verifier(load_der_public_key(a.identity_public_key))
+                for a in session.scalars(select(Agent))}
         for a in session.scalars(select(Alert).order_by(Alert.agent_id, Alert.seq)).yield_per(BATCH):
             if is_collector_generated(a.seq):  # e.g. 'device silent': the collector's word, no agent signature
                 collector_made += 1

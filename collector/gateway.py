@@ -13,12 +13,20 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import load_der_public_key
+from nacl.signing import VerifyKey
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector import audit, fleet
-from collector.ingest import MAX_BATCH_ITEMS, Rejected, new_alert_ids, row_values, verify_envelope
+from collector.ingest import (
+    MAX_BATCH_ITEMS,
+    Rejected,
+    identity_verifier,
+    new_alert_ids,
+    row_values,
+    verify_envelope,
+)
 from collector.pki import CollectorPki, CsrError, cert_pem, check_csr, issue_agent_certificate
 from collector.store.alerts import AlertWriter
 from collector.store.models import Agent, AgentCommand, Bundle, EnrolmentToken
@@ -64,6 +72,7 @@ class PeerAgent:
     site_id: int
     public_key: ed25519.Ed25519PublicKey
     public_key_der: bytes
+    verifier: VerifyKey  # the same key, for verifying alerts with libsodium
 
 
 def _peer_from_row(agent_id: str, row, cached: PeerAgent | str | None) -> PeerAgent | str | None:
@@ -76,8 +85,9 @@ def _peer_from_row(agent_id: str, row, cached: PeerAgent | str | None) -> PeerAg
     if (isinstance(cached, PeerAgent) and cached.site_id == row.site_id
             and cached.public_key_der == row.identity_public_key):
         return cached
-    return PeerAgent(agent_id=agent_id, site_id=row.site_id, public_key=load_der_public_key(row.identity_public_key),
-                     public_key_der=bytes(row.identity_public_key))
+    public_key = load_der_public_key(row.identity_public_key)
+    return PeerAgent(agent_id=agent_id, site_id=row.site_id, public_key=public_key,
+                     public_key_der=bytes(row.identity_public_key), verifier=identity_verifier(public_key))
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -300,7 +310,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
                              f"batch holds more than {MAX_BATCH_ITEMS} items; send the rest again"))
                 continue
             try:
-                verified = verify_envelope(envelope, peer.agent_id, peer.public_key)
+                verified = verify_envelope(envelope, peer.agent_id, peer.verifier)
             except Rejected as exc:
                 acks.append((index, 0, pb.AlertAck.STATUS_REJECTED, "", str(exc)))
                 continue
