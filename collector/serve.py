@@ -77,10 +77,11 @@ def accept_loops() -> int:
     """gRPC servers per worker: WARDWATCH_ACCEPT_LOOPS, default 4.
 
     A grpc.aio server takes new calls from gRPC's core one at a time, each after a trip around the event loop
-    (grpcio 1.85). Under load a trip takes milliseconds, so one server accepted ~300 calls a second however idle
-    the CPU was, and calls beyond that queued inside gRPC: at 10,000 agents uploads waited seconds there, and
+    (grpcio 1.85), and under load a trip takes milliseconds. At 10,000 agents (about 335 calls a second per
+    worker) one server per worker fell behind: calls queued inside gRPC, uploads waited there for seconds, and
     calls left queued for 30 s were cancelled by gRPC itself. Each server has its own accept loop, and they all
-    listen on the same port (SO_REUSEPORT), so N servers accept N calls a trip."""
+    listen on the same port (SO_REUSEPORT), so N servers accept N calls a trip. Measured with bench/load.py:
+    steady p50 265 ms with one server, 39 ms with four, and no calls cancelled."""
     text = os.environ.get("WARDWATCH_ACCEPT_LOOPS", "4")
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise CollectorError(f"WARDWATCH_ACCEPT_LOOPS must be a whole number from 1 to 64, not {text!r}")
