@@ -33,15 +33,7 @@ from agent.notice import notice_version
 from agent.spool import Spool, SpoolFull
 from agent.state import AgentState, generalize
 from agent.supervise import HelperSupervisor
-from agent.uplink import (
-    UPLOAD_TIMEOUT_S,
-    Backoff,
-    Uplink,
-    command_backoff,
-    redial_after,
-    stream_reopen_delay,
-    upload_backoff,
-)
+from agent.uplink import Backoff, Uplink, command_backoff, stream_reopen_delay, upload_backoff
 from protos import wardwatch_pb2 as pb
 
 log = logging.getLogger("wardwatch.agent")
@@ -74,7 +66,6 @@ class AgentService:
                              bundle_version=self.bundles.current_version())
         self.instance_id = secrets.token_hex(8)
         self.uplink: Uplink | None = None
-        self._closing: set[asyncio.Task] = set()  # old channels finishing their calls after a re-dial
         self.wake = asyncio.Event()
         self.heartbeat_now = asyncio.Event()  # set when the collector should hear news before the next beat
         self.status_changed = asyncio.Event()  # something status.json shows may have changed
@@ -199,19 +190,14 @@ class AgentService:
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             opened = loop.time()
-            code = None
             try:
                 stream = self._uplink().stub.Commands(pb.CommandsRequest(instance_id=self.instance_id))
                 async for command in stream:
                     await self.handle_command(command)
             except grpc.RpcError as exc:
-                code = exc.code()
-                if code != grpc.StatusCode.CANCELLED:
+                if exc.code() != grpc.StatusCode.CANCELLED:
                     self._error(describe_rpc_error(exc, self.config["address"]))
-            lasted = loop.time() - opened
-            await self._sleep(stream_reopen_delay(lasted, backoff, self.heartbeat_interval_s))
-            if redial_after(lasted, code) and not self.stopping.is_set():
-                await self._reconnect(grace=UPLOAD_TIMEOUT_S)
+            await self._sleep(stream_reopen_delay(loop.time() - opened, backoff, self.heartbeat_interval_s))
 
     async def handle_command(self, command: pb.Command) -> None:
         kind = command.WhichOneof("kind")
@@ -342,18 +328,10 @@ class AgentService:
             self.uplink = Uplink(self.state)
         return self.uplink
 
-    async def _reconnect(self, grace: float | None = None) -> None:
-        """Dial the collector afresh. With `grace`, the old channel's calls in flight (an upload) finish on it in
-        the background, for at most that long; without, they are cancelled now."""
+    async def _reconnect(self) -> None:
         old, self.uplink = self.uplink, Uplink(self.state)
-        if old is None:
-            return
-        if grace is None:
+        if old is not None:
             await old.close()
-        else:
-            task = asyncio.create_task(old.close(grace))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
 
     def _contact(self) -> None:
         self.last_contact = time.time()

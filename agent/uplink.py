@@ -53,18 +53,6 @@ def command_backoff() -> Backoff:
     return Backoff(base=2.0)
 
 
-def redial_after(lasted_s: float, code: grpc.StatusCode | None) -> bool:
-    """Whether to reopen the command stream on a new connection rather than the old channel.
-
-    An established stream cut off (UNAVAILABLE: the replica died, or the network path broke) means the agent's
-    channel will land, or already landed, wherever the load balancer pointed first, and with several replicas or
-    workers that is the survivors: an upload reconnects within a quarter second, before a restarted replica
-    listens, and gRPC would keep that connection for its whole age (30 minutes). Dialling afresh when the stream is
-    reopened, at its random moment within the heartbeat interval, spreads the fleet over every replica up by then.
-    A stream the collector ended cleanly, or one that never got going, reuses the channel."""
-    return lasted_s >= STREAM_ESTABLISHED_S and code == grpc.StatusCode.UNAVAILABLE
-
-
 def stream_reopen_delay(lasted_s: float, backoff: Backoff, spread_s: float) -> float:
     """Seconds to wait before reopening the command stream after it ended, having lasted `lasted_s`.
 
@@ -97,9 +85,8 @@ class Uplink:
         self.channel = secure_channel(self.address, ca, key, cert)
         self.stub = pb_grpc.AgentGatewayStub(self.channel)
 
-    async def close(self, grace: float | None = None) -> None:
-        """Close the channel; with `grace`, calls in flight get that long to finish first."""
-        await self.channel.close(grace)
+    async def close(self) -> None:
+        await self.channel.close()
 
     async def send_batch(self, spool: Spool, max_items: int = 200, only: set[int] | None = None) -> DrainResult:
         """Lease one batch, upload it, and settle every item by its ack. Raises grpc.RpcError on failure

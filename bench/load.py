@@ -16,8 +16,8 @@ failover window (alerts signed from 5 s before the kill to --failover-s after it
 reconnect). Lines of p50/p99 and of errors per 10 s of signing time show where any tail came from.
 
 Simulated agents reconnect as real ones do (agent.uplink's policies): an upload retries at once, a command stream
-that was up is reopened somewhere within the heartbeat interval, on a new connection if it was cut off. Agents
-stay connected until every upload is drained, so the end of the run is not a mass hang-up.
+that was up is reopened somewhere within the heartbeat interval. Agents stay connected until every upload is
+drained, so the end of the run is not a mass hang-up.
 """
 
 from __future__ import annotations
@@ -99,13 +99,13 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
 
     from agent.alerts import Signer, make_test_alert
     from agent.channel import secure_channel
-    from agent.uplink import command_backoff, redial_after, stream_reopen_delay, upload_backoff
+    from agent.uplink import command_backoff, stream_reopen_delay, upload_backoff
     from protos import wardwatch_pb2 as pb
     from protos import wardwatch_pb2_grpc as pb_grpc
 
     stats = {"connected": 0, "max_connected": 0, "heartbeats": 0, "stored": 0, "duplicate": 0, "rejected": 0,
              "errors": 0, "generated": 0, "latencies_ms": [], "stored_keys": [], "unacked": 0, "error_kinds": {},
-             "error_details": {}, "error_times": [], "redials": 0,
+             "error_details": {}, "error_times": [],
              "heartbeat_times": []}
 
     def error(kind: str, exc: BaseException) -> None:
@@ -124,8 +124,8 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
 
     async def agent_task(index: int, a: dict) -> None:
         await asyncio.sleep(max(0.0, start_at - time.time()) + index / ramp_per_s)
-        link = Link(a)
-        stub = link  # calls go through link.stub, which a re-dial replaces
+        channel = secure_channel(address, ca_pem, a["tls_key"].encode(), a["cert"].encode())
+        stub = pb_grpc.AgentGatewayStub(channel)
         background = [asyncio.create_task(hold_commands(stub)), asyncio.create_task(heartbeats(stub))]
         try:
             if a["agent_id"] in uploaders:
@@ -145,47 +145,21 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await link.close()
+            await channel.close()
 
-    class Link:
-        """One simulated agent's channel to the collector, replaced on a re-dial as the real agent's uplink is."""
-
-        def __init__(self, a: dict):
-            self.a = a
-            self.closing: set[asyncio.Task] = set()
-            self.dial()
-
-        def dial(self) -> None:
-            self.channel = secure_channel(address, ca_pem, self.a["tls_key"].encode(), self.a["cert"].encode())
-            self.stub = pb_grpc.AgentGatewayStub(self.channel)
-
-        def redial(self) -> None:
-            old = self.channel
-            self.dial()
-            task = asyncio.create_task(old.close(30))  # an upload in flight finishes on the old connection
-            self.closing.add(task)
-            task.add_done_callback(self.closing.discard)
-            stats["redials"] += 1
-
-        async def close(self) -> None:
-            await self.channel.close()
-            await asyncio.gather(*self.closing, return_exceptions=True)
-
-    async def hold_commands(stub: Link) -> None:
+    async def hold_commands(stub) -> None:
         backoff = command_backoff()  # the real agent's reconnect policy, so a failover storms as it would
         while not stop_generating.is_set():
             connected = False
             opened = time.monotonic()
-            code = None
             try:
-                stream = stub.stub.Commands(pb.CommandsRequest(instance_id="load"))
+                stream = stub.Commands(pb.CommandsRequest(instance_id="load"))
                 stats["connected"] += 1
                 connected = True
                 stats["max_connected"] = max(stats["max_connected"], stats["connected"])
                 async for _ in stream:
                     pass
             except grpc.RpcError as exc:
-                code = exc.code()
                 if not stop_generating.is_set():  # streams closed at the end of the run are not errors
                     error("commands", exc)
             except asyncio.CancelledError:
@@ -193,18 +167,15 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
             finally:
                 if connected:
                     stats["connected"] -= 1
-            lasted = time.monotonic() - opened
-            await asyncio.sleep(stream_reopen_delay(lasted, backoff, heartbeat_s))
-            if redial_after(lasted, code) and not stop_generating.is_set():
-                stub.redial()
+            await asyncio.sleep(stream_reopen_delay(time.monotonic() - opened, backoff, heartbeat_s))
 
-    async def heartbeats(stub: Link) -> None:
+    async def heartbeats(stub) -> None:
         await asyncio.sleep(random.uniform(0, heartbeat_s))
         while not stop_generating.is_set():
             req = pb.HeartbeatRequest(instance_id="load", bundle_version="")
             req.clock.GetCurrentTime()
             try:
-                await stub.stub.Heartbeat(req, timeout=30)
+                await stub.Heartbeat(req, timeout=30)
                 stats["heartbeats"] += 1
                 stats["heartbeat_times"].append(time.time())
             except grpc.RpcError as exc:
@@ -212,7 +183,7 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
                     error("heartbeat", exc)
             await asyncio.sleep(heartbeat_s)
 
-    async def upload(stub: Link, a: dict) -> None:
+    async def upload(stub, a: dict) -> None:
         key = serialization.load_pem_private_key(a["identity"].encode(), None)
         signer = Signer(key=key, agent_id=a["agent_id"])
         alert = make_test_alert("bullying", 3, "load test alert of a typical length, nothing more")
@@ -235,8 +206,7 @@ async def run_shard(shard: list[dict], uploaders: set[str], ca_pem: bytes, addre
             if pending:
                 batch = pending[:100]
                 try:
-                    resp = await stub.stub.UploadBatch(pb.UploadBatchRequest(alerts=[e for *_, e in batch]),
-                                                       timeout=30)
+                    resp = await stub.UploadBatch(pb.UploadBatchRequest(alerts=[e for *_, e in batch]), timeout=30)
                 except grpc.RpcError as exc:
                     error("upload", exc)
                     await asyncio.sleep(backoff.next_delay())
@@ -449,7 +419,6 @@ def main() -> int:
         "errors": sum(s["errors"] for s in shard_stats),
         "error_kinds": error_kinds,
         "uploaders_not_drained": sum(s["unacked"] for s in shard_stats),
-        "redials": sum(s["redials"] for s in shard_stats),
         "replica_killed": killed is not None,
         "collector_rss_mb": round(peak_rss, 1),
         "collector_cpu_pct": round(cpu_pct, 1),

@@ -1,12 +1,9 @@
 import random
 
-import grpc
-
 from agent.uplink import (
     STREAM_ESTABLISHED_S,
     Backoff,
     command_backoff,
-    redial_after,
     stream_reopen_delay,
     upload_backoff,
 )
@@ -53,11 +50,3 @@ def test_an_upload_is_retried_within_a_quarter_second_first():
         delays.append(b.next_delay())
     assert max(delays) <= 0.25
 
-
-def test_only_an_established_stream_that_was_cut_off_dials_afresh():
-    lasted = STREAM_ESTABLISHED_S + 1
-    assert redial_after(lasted, grpc.StatusCode.UNAVAILABLE)  # the replica died or the path broke
-    assert not redial_after(lasted, None)  # the collector ended the stream cleanly
-    assert not redial_after(lasted, grpc.StatusCode.CANCELLED)
-    assert not redial_after(lasted, grpc.StatusCode.PERMISSION_DENIED)  # a refusal is not a routing problem
-    assert not redial_after(STREAM_ESTABLISHED_S - 0.5, grpc.StatusCode.UNAVAILABLE)  # never got going: back off
