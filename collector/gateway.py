@@ -155,8 +155,12 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             return _STALE
         return cached[1]
 
-    def _remember_peer(self, agent_id: str, peer: PeerAgent | str | None) -> None:
+    def _refresh_peer(self, agent_id: str, row) -> PeerAgent | str | None:
+        """The agent as `row` shows it, remembered for PEER_CACHE_S (keeping the parsed key if it is unchanged)."""
+        cached = self._peers.get(agent_id)
+        peer = _peer_from_row(agent_id, row, cached[1] if cached else None)
         self._peers[agent_id] = (time.monotonic(), peer)
+        return peer
 
     @staticmethod
     async def _admit(context: grpc.aio.ServicerContext, agent_id: str, peer: PeerAgent | str | None) -> PeerAgent:
@@ -171,10 +175,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         """Three columns through Core, remembered for PEER_CACHE_S."""
         with self.engine.connect() as conn:
             row = conn.execute(_PEER_SELECT, {"agent_id": agent_id}).one_or_none()
-        cached = self._peers.get(agent_id)
-        peer = _peer_from_row(agent_id, row, cached[1] if cached else None)
-        self._remember_peer(agent_id, peer)
-        return peer
+        return self._refresh_peer(agent_id, row)
 
     # ------------------------------------------------------------------ enrolment
 
@@ -350,9 +351,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         with self.sessions.begin() as s:
             conn = s.connection()
             row = conn.execute(_HEARTBEAT_SELECT, {"agent_id": agent_id}).one_or_none()
-            cached = self._peers.get(agent_id)
-            peer = _peer_from_row(agent_id, row, cached[1] if cached else None)
-            self._remember_peer(agent_id, peer)
+            peer = self._refresh_peer(agent_id, row)
             if not isinstance(peer, PeerAgent):
                 return peer, ""
             values = {

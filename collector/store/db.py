@@ -38,7 +38,18 @@ def make_engine(url: str) -> Engine:
     # pool_size covers the serve worker's database threads (16, see serve.py) plus the console and schedules:
     # connections beyond it are closed when returned, and reopening one per call cost more than the call.
     engine = create_engine(url, pool_size=20, max_overflow=10, hide_parameters=True)
-    event.listen(engine, "checkout", _ping_if_idle)
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
+        returned = record.info.get("checked_in_at")
+        if returned is None or time.monotonic() - returned < IDLE_BEFORE_PING_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)  # pool_pre_ping's own round trip, outside any transaction
+        except Exception as exc:  # any failure here means the connection is unusable, whatever the driver calls it
+            # DisconnectionError makes the pool throw this connection away and check out another (three tries).
+            raise DisconnectionError("a pooled connection was found closed") from exc
+
     event.listen(engine, "checkin", _note_checkin)
     return engine
 
@@ -53,18 +64,6 @@ IDLE_BEFORE_PING_S = 5.0
 
 def _note_checkin(_dbapi_conn, record) -> None:
     record.info["checked_in_at"] = time.monotonic()
-
-
-def _ping_if_idle(dbapi_conn, record, _proxy) -> None:
-    returned = record.info.get("checked_in_at")
-    if returned is None or time.monotonic() - returned < IDLE_BEFORE_PING_S:
-        return
-    try:
-        with dbapi_conn.cursor() as cur:
-            cur.execute("SELECT 1")
-    except Exception as exc:  # any failure here means the connection is unusable, whatever the driver calls it
-        # DisconnectionError makes the pool throw this connection away and check out another (three tries).
-        raise DisconnectionError("a pooled connection was found closed") from exc
 
 
 def alembic_config(url: str):

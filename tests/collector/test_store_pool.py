@@ -48,3 +48,15 @@ def test_a_connection_returned_moments_ago_is_used_without_a_ping(pg_engine, mon
         _pid(conn)
     with pg_engine.connect() as conn:
         assert _pid(conn) != dead
+
+
+def test_the_idle_ping_leaves_no_transaction_open(pg_engine, monkeypatch):
+    """The ping runs outside any transaction, as pool_pre_ping's does: a connection handed out mid-transaction
+    would run the caller's first statement on a snapshot the ping began."""
+    from psycopg.pq import TransactionStatus
+
+    monkeypatch.setattr(db, "IDLE_BEFORE_PING_S", 0.0)
+    with pg_engine.connect() as conn:
+        _pid(conn)
+    with pg_engine.connect() as conn:  # pinged on this checkout
+        assert conn.connection.driver_connection.info.transaction_status == TransactionStatus.IDLE
