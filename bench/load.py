@@ -351,7 +351,8 @@ def main() -> int:
                     if args.kill_replica and killed is None and time.time() > steady_from + args.duration / 2:
                         import psutil
 
-                        workers = psutil.Process(collector.proc.pid).children()
+                        workers = [p for p in psutil.Process(collector.proc.pid).children()
+                                   if "--worker-index" in p.cmdline()]  # a serving worker, not the standby
                         if workers:
                             killed = workers[-1].pid
                             os.kill(killed, signal.SIGKILL)

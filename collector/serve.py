@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -128,7 +129,16 @@ def _host(address: str) -> str:
     return address.rpartition(":")[0]
 
 
-async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str | None) -> None:
+async def _await_promotion() -> int | None:
+    """A standby waits here, fully imported and with its credentials loaded, until the supervisor writes the index
+    of a worker that died to its stdin. None if the supervisor went away (end of file) or wrote nonsense."""
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.readline)
+    text = line.decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str | None,
+                 standby: bool = False) -> None:
     db_threads = database_threads()
     pki = CollectorPki(PkiPaths(cfg.pki_dir))
     gateway = AgentGateway(engine, pki)
@@ -138,6 +148,16 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
     # Enrolment happens before the agent has a certificate: server-authenticated TLS only. Every other method
     # refuses a caller without a client certificate, so this port can do nothing but enrol.
     enrol_tls = grpc.ssl_server_credentials(identity, require_client_auth=False)
+    app = _web_app(cfg, engine) if web_listen else None
+    if standby:
+        # Nothing is bound yet: a listening socket would take its share of the port's connections (SO_REUSEPORT)
+        # before this process serves them.
+        index = await _await_promotion()
+        if index is None:
+            return
+        log.info("standby taking the place of worker %d", index)
+        if index != 0:  # worker 0 serves the console
+            web_listen, app = None, None
     servers = []
     for index in range(accept_loops()):  # one gateway, several accept loops on the agents' port
         server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -167,7 +187,6 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
 
     web_task = None
     web_url = ""
-    app = _web_app(cfg, engine) if web_listen else None
     if app is not None:
         web_task, web_url = await _start_web(app, cfg, web_listen)
 
@@ -238,6 +257,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CollectorError("--workers must be at least 1")
         database_threads()  # a bad setting stops here with one line, not in every worker
         accept_loops()
+        if args.standby:  # the --workers supervisor's spare: it learns its index when promoted
+            asyncio.run(_serve(cfg, engine, listen, enrol_listen, web_listen, standby=True))
+            return 0
         if args.worker_index is not None:  # one worker of a --workers supervisor, which checked the ports
             web = web_listen if args.worker_index == 0 else None
             asyncio.run(_serve(cfg, engine, listen, enrol_listen, web))
@@ -255,15 +277,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return supervise_workers(args, listen, enrol_listen, web_listen)
 
 
+# A new standby starts this long after the last one was promoted: its start-up (about 2 s of one core) would
+# otherwise compete with the surviving workers while they carry the dead worker's agents.
+STANDBY_RESPAWN_DELAY_S = 30.0
+
+
 def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, web_listen: str) -> int:
-    """Start N worker processes (each creates its gRPC server after it starts: gRPC must not cross a fork),
-    restart any that dies, and stop them all on SIGTERM/SIGINT."""
+    """Start N worker processes and one warm standby (each creates its gRPC servers after it starts: gRPC must not
+    cross a fork), put the standby in the place of any worker that dies, and stop them all on SIGTERM/SIGINT.
+
+    Why a standby: a worker started from cold needs about 2 s to import and bind. Agents whose worker died
+    reconnect within a quarter of a second, so they all landed on the survivors, which then carried the whole
+    fleet's uploads until their connections were recycled 30 minutes later (measured with bench/load.py: p99
+    1.2-2.5 s after a kill against 0.5 s without). The standby binds within milliseconds of the death, and the
+    kernel spreads the reconnecting agents over it and the survivors."""
     base = [sys.executable, "-m", "collector.cli", "--data", str(args.data)]
     if args.db:
         base += ["--db", args.db]
     base += ["serve", "--listen", listen, "--enrol-listen", enrol_listen, "--web", web_listen,
              "--workers", str(args.workers)]
     procs: dict[int, subprocess.Popen] = {}
+    standby: subprocess.Popen | None = None
+    standby_due = 0.0
     stopping = False
 
     def stop(_signum, _frame) -> None:
@@ -278,20 +313,62 @@ def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, 
             proc = procs.get(index)
             if proc is None or proc.poll() is not None:
                 if proc is not None:
-                    log.warning("worker %d exited with %s; restarting", index, proc.returncode)
+                    log.warning("worker %d exited with %s; replacing it", index, proc.returncode)
                 recent = [t for t in restarts.get(index, []) if time.monotonic() - t < 60]
                 if len(recent) >= 5:
                     log.error("worker %d keeps dying; waiting before the next restart", index)
                     continue
                 restarts[index] = [*recent, time.monotonic()]
-                procs[index] = subprocess.Popen([*base, "--worker-index", str(index)])
-        time.sleep(0.5)
-    for proc in procs.values():
+                if standby is not None and _promote(standby, index):
+                    procs[index], standby = standby, None
+                    standby_due = time.monotonic() + STANDBY_RESPAWN_DELAY_S
+                else:
+                    procs[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+        if standby is not None and standby.poll() is not None:
+            log.warning("the standby worker exited with %s", standby.returncode)
+            standby, standby_due = None, time.monotonic() + STANDBY_RESPAWN_DELAY_S
+        if standby is None and time.monotonic() >= standby_due:
+            standby = subprocess.Popen([*base, "--standby"], stdin=subprocess.PIPE)
+        _wait_for_an_exit([p for p in [*procs.values(), standby] if p and p.returncode is None], timeout=0.5)
+    if standby is not None:
+        with contextlib.suppress(OSError):
+            standby.stdin.close()  # end of file: the standby leaves without serving
+    everyone = [*procs.values(), *([standby] if standby else [])]
+    for proc in everyone:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    for proc in procs.values():
+    for proc in everyone:
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
     return 0
+
+
+def _promote(standby: subprocess.Popen, index: int) -> bool:
+    """Tell the standby to serve as worker `index`. False if it is gone (the caller starts a worker from cold)."""
+    if standby.poll() is not None:
+        return False
+    try:
+        standby.stdin.write(f"{index}\n".encode())
+        standby.stdin.flush()
+    except OSError:
+        return False
+    return True
+
+
+def _wait_for_an_exit(procs: list[subprocess.Popen], timeout: float) -> None:
+    """Sleep up to `timeout`, waking the moment any of `procs` exits (Linux pidfds): the standby must be promoted
+    within milliseconds of a death, not at the next half-second poll."""
+    fds = []
+    try:
+        for proc in procs:
+            with contextlib.suppress(OSError, AttributeError):  # gone already, or no pidfd_open on this system
+                fds.append(os.pidfd_open(proc.pid))
+        if fds:
+            select.select(fds, [], [], timeout)
+        else:
+            time.sleep(timeout)
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -71,7 +71,17 @@ def test_agent_whose_worker_is_killed_reconnects_and_loses_nothing(tmp_path, pg_
     collector = Collector(tmp_path / "collector", pg_url).init().start(workers=2)
     try:
         supervisor = psutil.Process(collector.proc.pid)
-        wait_for(lambda: len(supervisor.children()) == 2, 30, "two workers")
+        def listens(proc: psutil.Process) -> bool:
+            try:
+                return any(c.status == psutil.CONN_LISTEN and c.laddr.port == collector.port
+                           for c in proc.net_connections(kind="tcp"))
+            except psutil.NoSuchProcess:
+                return False
+
+        def serving() -> list[psutil.Process]:  # the workers on the agents' port (a standby waits unbound)
+            return [p for p in supervisor.children() if listens(p)]
+
+        wait_for(lambda: len(serving()) == 2, 30, "two workers")
         agent = Agent(tmp_path / "agent").enroll(collector.token())
         agent_id = agent.config()["agent_id"]
         seqs = queue_alerts(agent.state, 1500)
@@ -79,7 +89,7 @@ def test_agent_whose_worker_is_killed_reconnects_and_loses_nothing(tmp_path, pg_
         wait_for(lambda: len(stored_seqs(collector, agent_id)) > 0, 60, "the first batch")
         # Kill the worker holding the agent's connection (whichever it is, kill both in turn is too much:
         # kill the one with an established connection to the agent's port).
-        victim = next(p for p in supervisor.children()
+        victim = next(p for p in serving()
                       if any(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == collector.port
                              for c in p.net_connections(kind="tcp")))
         victim.send_signal(signal.SIGKILL)
@@ -87,7 +97,7 @@ def test_agent_whose_worker_is_killed_reconnects_and_loses_nothing(tmp_path, pg_
         wait_for(lambda: len(stored_seqs(collector, agent_id)) == 1500, 180, "the whole backlog")
         assert stored_seqs(collector, agent_id) == seqs
         # The supervisor replaced the dead worker.
-        wait_for(lambda: len(supervisor.children()) == 2 and victim.pid not in [c.pid for c in supervisor.children()],
+        wait_for(lambda: len(serving()) == 2 and victim.pid not in [c.pid for c in serving()],
                  30, "a replacement worker")
         agent.stop()
     finally:

@@ -1,0 +1,134 @@
+"""`serve --workers N` keeps a warm standby that takes a dead worker's place, so the fleet is not left on the
+survivors (the agents of a dead worker reconnect within a quarter of a second, before a cold worker could bind)."""
+
+import json
+import ssl
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from collector.serve import _wait_for_an_exit
+from tests.conftest import _fresh_pg_schema
+from tests.harness import Agent, Collector, queue_alerts, stored_seqs, wait_for
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url():
+    yield from _fresh_pg_schema()
+
+
+@pytest.fixture
+def fleet(tmp_path, pg_url):
+    collector = Collector(tmp_path / "collector", pg_url).init().start(workers=2)
+    supervisor = psutil.Process(collector.proc.pid)
+    try:
+        yield collector, supervisor
+    finally:
+        collector.stop()
+
+
+def _listens(proc: psutil.Process, port: int) -> bool:
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in proc.net_connections("tcp"))
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _serving(collector: Collector, supervisor: psutil.Process) -> list[psutil.Process]:
+    return [p for p in supervisor.children() if _listens(p, collector.port)]
+
+
+def _spare(collector: Collector, supervisor: psutil.Process) -> psutil.Process | None:
+    for proc in supervisor.children():
+        try:
+            if "--standby" in proc.cmdline() and not _listens(proc, collector.port):
+                return proc
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def test_the_standby_serves_in_place_of_a_killed_worker_and_nothing_is_lost(tmp_path, fleet):
+    collector, supervisor = fleet
+    wait_for(lambda: len(_serving(collector, supervisor)) == 2, 30, "two serving workers")
+    standby = wait_for(lambda: _spare(collector, supervisor), 30, "the standby")
+    # A standby holds no socket on the agents' port: the kernel would hand it connections it does not serve.
+    assert not _listens(standby, collector.port)
+    agent = Agent(tmp_path / "agent").enroll(collector.token())
+    agent_id = agent.config()["agent_id"]
+    seqs = queue_alerts(agent.state, 1500)
+    agent.start()
+    try:
+        wait_for(lambda: len(stored_seqs(collector, agent_id)) > 0, 60, "the first batch")
+        victim = next(p for p in _serving(collector, supervisor)
+                      if any(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == collector.port
+                             for c in p.net_connections(kind="tcp")))
+        survivor = next(p for p in _serving(collector, supervisor) if p.pid != victim.pid)
+        victim.kill()
+        wait_for(lambda: _listens(standby, collector.port), 30, "the standby to take the port")
+        # The standby took the place: no worker was started from cold beside it.
+        assert {p.pid for p in _serving(collector, supervisor)} == {survivor.pid, standby.pid}
+        assert not [p for p in supervisor.children() if p.pid not in (survivor.pid, standby.pid)
+                    and "--worker-index" in p.cmdline()]
+        wait_for(lambda: len(stored_seqs(collector, agent_id)) == 1500, 180, "the whole backlog")
+        assert stored_seqs(collector, agent_id) == seqs
+    finally:
+        agent.stop()
+    assert "standby taking the place of worker" in collector.log.read_text()
+
+
+def test_the_console_moves_to_the_standby_when_its_worker_dies(fleet):
+    collector, supervisor = fleet
+    standby = wait_for(lambda: _spare(collector, supervisor), 30, "the standby")
+    endpoints = collector.data / "run" / "endpoints.json"
+    console_worker = next(p for p in supervisor.children() if p.cmdline()[-2:] == ["--worker-index", "0"])
+    assert json.loads(endpoints.read_text())["pid"] == console_worker.pid
+    console_worker.kill()
+
+    def published_by_standby() -> bool:
+        try:
+            published = json.loads(endpoints.read_text())
+        except (OSError, ValueError):
+            return False
+        return published["pid"] == standby.pid and bool(published["web"])
+
+    wait_for(published_by_standby, 30, "the standby to publish the console")
+    ca = ssl.create_default_context(cafile=str(collector.data / "pki" / "ca.crt"))
+    page = httpx.get(f"https://127.0.0.1:{collector.web_port}/login", verify=ca, timeout=30)
+    assert page.status_code == 200 and "<form" in page.text
+
+
+def test_the_standby_leaves_when_the_supervisor_is_gone(fleet):
+    collector, supervisor = fleet
+    standby = wait_for(lambda: _spare(collector, supervisor), 30, "the standby")
+    workers = [p for p in supervisor.children() if p.pid != standby.pid]
+    supervisor.kill()  # no SIGTERM handler runs: the standby sees its stdin close and must not linger
+    collector.proc.wait(timeout=30)
+    try:
+        standby.wait(timeout=30)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        psutil.wait_procs(workers, timeout=30)
+    assert not standby.is_running()
+
+
+def test_the_supervisor_wakes_when_a_worker_exits_not_at_its_timeout():
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    lasting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        started = time.monotonic()
+        _wait_for_an_exit([lasting, quick], timeout=60)
+        assert quick.poll() is not None
+        assert time.monotonic() - started < 60  # woken by the exit: the timeout would have taken a minute
+        assert lasting.poll() is None
+    finally:
+        lasting.kill()
+        lasting.wait()
+        quick.wait()
