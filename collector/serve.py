@@ -185,10 +185,9 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
                                    asyncio.create_task(weekly_task(cfg, engine), name="wardwatch-weekly"),
                                    asyncio.create_task(silent_task(cfg, engine), name="wardwatch-silent")) if task]
 
-    web_task = None
-    web_url = ""
+    web_server, web_task, web_url = None, None, ""
     if app is not None:
-        web_task, web_url = await _start_web(app, cfg, web_listen)
+        web_server, web_task, web_url = await _start_web(app, cfg, web_listen)
 
     if web_listen is not None:
         _publish(cfg, endpoints | {"web": web_url})
@@ -205,9 +204,10 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
         task.cancel()
     await asyncio.gather(*(server.stop(grace=5) for server in servers))
     if web_task is not None:
-        web_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await web_task
+        # uvicorn's own shutdown: cancelling its task instead logged a lifespan traceback at every stop.
+        web_server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(web_task, timeout=10)
     if web_listen is not None:
         with contextlib.suppress(OSError):
             cfg.endpoints_file.unlink()
@@ -244,7 +244,7 @@ async def _start_web(app, cfg: CollectorConfig, web_listen: str):
             task.result()
             raise CollectorError(f"the web console could not start on {web_listen}")
         await asyncio.sleep(0.05)
-    return task, f"https://{host}:{port}/"
+    return server, task, f"https://{host}:{port}/"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -48,3 +48,15 @@ def test_a_second_collector_on_a_port_in_use_is_refused_in_one_line(tmp_path, wo
         assert first.proc.poll() is None  # the first one keeps serving
     finally:
         first.stop()
+
+
+def test_a_stop_is_clean_with_no_traceback_in_the_log(tmp_path):
+    """A technician reads the collector's log after every restart: an ERROR traceback there at each stop (the
+    console used to be cancelled mid-lifespan) hides the ones that matter."""
+    collector = Collector(tmp_path / "collector").init().start()
+    proc = collector.proc
+    collector.stop()
+    assert proc.returncode == 0
+    log = collector.log.read_text()
+    assert "stopping: finishing calls in flight" in log
+    assert "Traceback" not in log and "ERROR" not in log
