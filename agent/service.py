@@ -33,7 +33,15 @@ from agent.notice import notice_version
 from agent.spool import Spool, SpoolFull
 from agent.state import AgentState, generalize
 from agent.supervise import HelperSupervisor
-from agent.uplink import Backoff, Uplink, command_backoff, stream_reopen_delay, upload_backoff
+from agent.uplink import (
+    RECONNECT_GRACE_S,
+    Backoff,
+    Uplink,
+    cancelled_by_closed_channel,
+    command_backoff,
+    stream_reopen_delay,
+    upload_backoff,
+)
 from protos import wardwatch_pb2 as pb
 
 log = logging.getLogger("wardwatch.agent")
@@ -77,6 +85,8 @@ class AgentService:
         self.last_contact: float | None = None
         self.last_error = ""
         self.heartbeat_interval_s = HEARTBEAT_S  # the collector's, from its last heartbeat answer
+        self._closing: set[asyncio.Task] = set()  # old connections finishing their calls after a reconnect
+        self._command_stream = None  # the open Commands call, if any
         self.started_at = time.time()
         self.helpers = HelperSupervisor(restart=os.environ.get("WARDWATCH_NO_HELPER_RESTART") != "1")
         self.exit_code = 0
@@ -141,6 +151,10 @@ class AgentService:
                 self._error(describe_rpc_error(exc, self.config["address"]))
                 await self._sleep(backoff.next_delay())
                 continue
+            except asyncio.CancelledError:
+                if not cancelled_by_closed_channel():
+                    raise
+                continue  # the batch went back to the spool; it goes again over the new connection
             self.wake.clear()
             await self._sleep(IDLE_POLL_S, self.wake)
 
@@ -175,6 +189,10 @@ class AgentService:
             except grpc.RpcError as exc:
                 self._error(describe_rpc_error(exc, self.config["address"]))
                 await self._sleep(backoff.next_delay())
+            except asyncio.CancelledError:
+                if not cancelled_by_closed_channel():
+                    raise
+                # The connection was replaced under the beat: beat again at once, over the new one.
 
     def _heartbeat_request(self) -> pb.HeartbeatRequest:
         req = pb.HeartbeatRequest(host=host_info(), bundle_version=self.bundles.current_version(),
@@ -190,14 +208,21 @@ class AgentService:
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             opened = loop.time()
+            uplink = self._uplink()
             try:
-                stream = self._uplink().stub.Commands(pb.CommandsRequest(instance_id=self.instance_id))
+                stream = self._command_stream = uplink.stub.Commands(pb.CommandsRequest(instance_id=self.instance_id))
                 async for command in stream:
                     await self.handle_command(command)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.CANCELLED:
                     self._error(describe_rpc_error(exc, self.config["address"]))
-            await self._sleep(stream_reopen_delay(loop.time() - opened, backoff, self.heartbeat_interval_s))
+            except asyncio.CancelledError:
+                if not cancelled_by_closed_channel():
+                    raise
+            # A new uplink means this agent closed the old connection itself (a new certificate, a re-key):
+            # no storm to spread out, so the stream comes back at once.
+            await self._sleep(stream_reopen_delay(loop.time() - opened, backoff, self.heartbeat_interval_s,
+                                                  replaced=self.uplink is not uplink))
 
     async def handle_command(self, command: pb.Command) -> None:
         kind = command.WhichOneof("kind")
@@ -329,9 +354,18 @@ class AgentService:
         return self.uplink
 
     async def _reconnect(self) -> None:
+        """A new connection, after a new certificate. Calls in flight on the old one get RECONNECT_GRACE_S to
+        finish there (an upload's answer is its ack); new calls use the new one."""
         old, self.uplink = self.uplink, Uplink(self.state)
         if old is not None:
-            await old.close()
+            self._close_later(old)
+        if self._command_stream is not None:
+            self._command_stream.cancel()  # it never finishes by itself: commands_loop reopens it on the new one
+
+    def _close_later(self, uplink: Uplink) -> None:
+        closing = asyncio.create_task(uplink.close(grace=RECONNECT_GRACE_S))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _contact(self) -> None:
         self.last_contact = time.time()
@@ -440,6 +474,7 @@ class AgentService:
             media.stop()
         if self.uplink is not None:
             await self.uplink.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self.decommissioned:
             self.spool.close()
             generalize(self.state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
@@ -53,7 +54,20 @@ def command_backoff() -> Backoff:
     return Backoff(base=2.0)
 
 
-def stream_reopen_delay(lasted_s: float, backoff: Backoff, spread_s: float) -> float:
+# When the agent replaces its connection (a new certificate, a re-key), calls in flight on the old one get this long
+# to finish there: an upload's answer is its ack, and cutting it off would send the batch again.
+RECONNECT_GRACE_S = 10.0
+
+
+def cancelled_by_closed_channel() -> bool:
+    """Whether the CancelledError just caught ended a gRPC call because this agent closed the call's channel
+    (grpc.aio ends such calls that way, after a reconnect) rather than because the running task was cancelled,
+    which is the agent stopping. A loop that let the first kind through died, and its work with it."""
+    task = asyncio.current_task()
+    return task is not None and not task.cancelling()
+
+
+def stream_reopen_delay(lasted_s: float, backoff: Backoff, spread_s: float, replaced: bool = False) -> float:
     """Seconds to wait before reopening the command stream after it ended, having lasted `lasted_s`.
 
     When a replica dies, every agent it held sees its stream end in the same instant. Reopening them all within a
@@ -61,7 +75,11 @@ def stream_reopen_delay(lasted_s: float, backoff: Backoff, spread_s: float) -> f
     it: measured at 10,000 agents, 5,000 reconnecting within 3 s held uploads back for 25 s. So an established
     stream is reopened at a random moment within `spread_s` (the heartbeat interval, which the collector sizes
     its fleet for: the returning agents then cost what their heartbeats cost). Alerts do not wait for this: an
-    upload reconnects the channel by itself. A stream that failed to open backs off exponentially instead."""
+    upload reconnects the channel by itself. A stream that failed to open backs off exponentially instead. A
+    stream this agent ended itself, because it `replaced` its connection, is reopened at once on the new one."""
+    if replaced:
+        backoff.reset()
+        return 0.0
     if lasted_s >= STREAM_ESTABLISHED_S:
         backoff.reset()
         return backoff.rng.uniform(0.0, max(0.0, spread_s))
@@ -85,8 +103,9 @@ class Uplink:
         self.channel = secure_channel(self.address, ca, key, cert)
         self.stub = pb_grpc.AgentGatewayStub(self.channel)
 
-    async def close(self) -> None:
-        await self.channel.close()
+    async def close(self, grace: float | None = None) -> None:
+        """Close the connection; with `grace`, calls in flight get that long to finish first."""
+        await self.channel.close(grace)
 
     async def send_batch(self, spool: Spool, max_items: int = 200, only: set[int] | None = None) -> DrainResult:
         """Lease one batch, upload it, and settle every item by its ack. Raises grpc.RpcError on failure
@@ -104,7 +123,7 @@ class Uplink:
             request.alerts.add().ParseFromString(item.envelope)
         try:
             response = await self.stub.UploadBatch(request, timeout=UPLOAD_TIMEOUT_S)
-        except grpc.RpcError:
+        except (grpc.RpcError, asyncio.CancelledError):
             spool.release([item.seq for item in leased])
             raise
         return settle(spool, [item.seq for item in leased], response)

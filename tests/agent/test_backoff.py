@@ -1,8 +1,10 @@
+import asyncio
 import random
 
 from agent.uplink import (
     STREAM_ESTABLISHED_S,
     Backoff,
+    cancelled_by_closed_channel,
     command_backoff,
     stream_reopen_delay,
     upload_backoff,
@@ -50,3 +52,36 @@ def test_an_upload_is_retried_within_a_quarter_second_first():
         delays.append(b.next_delay())
     assert max(delays) <= 0.25
 
+
+
+def test_a_stream_the_agent_ended_itself_comes_back_at_once():
+    backoff = Backoff(base=2.0, attempt=5, rng=random.Random(1))
+    assert stream_reopen_delay(600.0, backoff, spread_s=60.0, replaced=True) == 0.0
+    assert backoff.attempt == 0
+
+
+def test_a_call_cut_off_by_a_closed_channel_is_told_apart_from_the_agent_stopping():
+    async def main():
+        seen = {}
+
+        async def cut_off():  # what grpc.aio raises in a call whose channel was closed under it
+            try:
+                raise asyncio.CancelledError
+            except asyncio.CancelledError:
+                seen["cut off"] = cancelled_by_closed_channel()
+
+        async def stopped():
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                seen["stopping"] = cancelled_by_closed_channel()
+                raise
+
+        await cut_off()
+        task = asyncio.create_task(stopped())
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return seen
+
+    assert asyncio.run(main()) == {"cut off": True, "stopping": False}

@@ -5,9 +5,10 @@ import datetime as dt
 import json
 
 from cryptography import x509
+from sqlalchemy import create_engine, text
 
 from tests.fleet.conftest import fleet_collector
-from tests.harness import Agent, wait_for
+from tests.harness import Agent, store_url, wait_for
 
 
 def _cert(agent: Agent) -> x509.Certificate:
@@ -85,3 +86,37 @@ def test_ca_rotation_with_overlap_moves_the_fleet_without_re_enrolment(tmp_path,
     # New enrolment strings pin the new CA; nobody re-enrolled.
     assert Agent(tmp_path / "new").enroll(collector.token()).config()["ca_pin"] != late.config()["ca_pin"]
     assert len(_agents(collector)) == 3
+
+
+def _answered_commands(collector, agent_id: str) -> list[dict]:
+    engine = create_engine(store_url(collector))
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, ok, detail FROM agent_commands WHERE agent_id = :a AND ok IS NOT NULL"),
+                            {"a": agent_id}).mappings().all()
+    engine.dispose()
+    return [dict(r) for r in rows]
+
+
+def test_commands_still_reach_the_agent_after_it_renews_its_certificate(tmp_path, agents):
+    """Renewing moves the agent to a new connection. Closing the old one ended the command stream in a way its
+    loop did not expect, and the agent took no more commands until it was restarted."""
+    collector = fleet_collector(tmp_path / "collector", heartbeat_interval_s=1, agent_cert_lifetime="30s")
+    try:
+        agent = Agent(tmp_path / "pc").enroll(collector.token())
+        agents.append(agent)
+        agent_id = agent.config()["agent_id"]
+        first = _cert(agent)
+        agent.start()
+        wait_for(lambda: _cert(agent).serial_number != first.serial_number, 60, "the agent to renew its certificate")
+        engine = create_engine(store_url(collector))
+        with engine.begin() as conn:  # a command for a bundle that does not exist: the agent must answer it
+            conn.execute(text("INSERT INTO agent_commands (id, agent_id, kind, payload, created_at, detail) "
+                              "VALUES ('cmd-after-renewal', :a, 'update_bundle', '{\"version\": \"missing-9\"}', "
+                              "CURRENT_TIMESTAMP, '')"), {"a": agent_id})
+        engine.dispose()
+        answered = wait_for(lambda: [c for c in _answered_commands(collector, agent_id)
+                                     if c["id"] == "cmd-after-renewal"], 60, "the agent to answer the command")
+        assert not answered[0]["ok"] and "bundle" in answered[0]["detail"]
+        assert "Traceback" not in agent.log.read_text()
+    finally:
+        collector.stop()
