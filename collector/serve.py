@@ -257,6 +257,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CollectorError("--workers must be at least 1")
         database_threads()  # a bad setting stops here with one line, not in every worker
         accept_loops()
+        if args.standby or args.worker_index is not None:
+            _exit_with_supervisor()
         if args.standby:  # the --workers supervisor's spare: it learns its index when promoted
             asyncio.run(_serve(cfg, engine, listen, enrol_listen, web_listen, standby=True))
             return 0
@@ -296,6 +298,7 @@ def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, 
         base += ["--db", args.db]
     base += ["serve", "--listen", listen, "--enrol-listen", enrol_listen, "--web", web_listen,
              "--workers", str(args.workers)]
+    env = {**os.environ, SUPERVISOR_PID_ENV: str(os.getpid())}
     procs: dict[int, subprocess.Popen] = {}
     standby: subprocess.Popen | None = None
     standby_due = 0.0
@@ -323,12 +326,12 @@ def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, 
                     procs[index], standby = standby, None
                     standby_due = time.monotonic() + STANDBY_RESPAWN_DELAY_S
                 else:
-                    procs[index] = subprocess.Popen([*base, "--worker-index", str(index)])
+                    procs[index] = subprocess.Popen([*base, "--worker-index", str(index)], env=env)
         if standby is not None and standby.poll() is not None:
             log.warning("the standby worker exited with %s", standby.returncode)
             standby, standby_due = None, time.monotonic() + STANDBY_RESPAWN_DELAY_S
         if standby is None and time.monotonic() >= standby_due:
-            standby = subprocess.Popen([*base, "--standby"], stdin=subprocess.PIPE)
+            standby = subprocess.Popen([*base, "--standby"], stdin=subprocess.PIPE, env=env)
         _wait_for_an_exit([p for p in [*procs.values(), standby] if p and p.returncode is None], timeout=0.5)
     if standby is not None:
         with contextlib.suppress(OSError):
@@ -343,6 +346,23 @@ def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, 
         except subprocess.TimeoutExpired:
             proc.kill()
     return 0
+
+
+SUPERVISOR_PID_ENV = "WARDWATCH_SUPERVISOR_PID"
+
+
+def _exit_with_supervisor() -> None:
+    """Have the kernel send this worker SIGTERM when its supervisor dies, however it dies (Linux). An orphaned
+    worker would keep serving the agents' port, and the collector started in the supervisor's place would refuse
+    that port as in use. systemd's cgroup kill covers this too, but not every service manager has one."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.environ.get(SUPERVISOR_PID_ENV) not in (None, str(os.getppid())):
+        sys.exit(0)  # the supervisor died before the request above was in place
 
 
 def _promote(standby: subprocess.Popen, index: int) -> bool:

@@ -104,19 +104,20 @@ def test_the_console_moves_to_the_standby_when_its_worker_dies(fleet):
     assert page.status_code == 200 and "<form" in page.text
 
 
-def test_the_standby_leaves_when_the_supervisor_is_gone(fleet):
+def test_workers_and_standby_leave_when_the_supervisor_is_gone(fleet):
+    """An orphaned worker would go on serving the agents' port, and a collector started in the supervisor's place
+    would refuse that port as in use."""
     collector, supervisor = fleet
+    wait_for(lambda: len(_serving(collector, supervisor)) == 2, 30, "two serving workers")
     standby = wait_for(lambda: _spare(collector, supervisor), 30, "the standby")
-    workers = [p for p in supervisor.children() if p.pid != standby.pid]
-    supervisor.kill()  # no SIGTERM handler runs: the standby sees its stdin close and must not linger
+    children = supervisor.children()
+    assert standby.pid in [c.pid for c in children] and len(children) == 3
+    supervisor.kill()  # no SIGTERM handler runs: the kernel must tell the workers
     collector.proc.wait(timeout=30)
-    try:
-        standby.wait(timeout=30)
-    finally:
-        for worker in workers:
-            worker.terminate()
-        psutil.wait_procs(workers, timeout=30)
-    assert not standby.is_running()
+    _gone, alive = psutil.wait_procs(children, timeout=30)
+    for proc in alive:  # do not leave them behind if the test fails
+        proc.kill()
+    assert alive == []
 
 
 def test_the_supervisor_wakes_when_a_worker_exits_not_at_its_timeout():
