@@ -282,6 +282,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # A new standby starts this long after the last one was promoted: its start-up (about 2 s of one core) would
 # otherwise compete with the surviving workers while they carry the dead worker's agents.
 STANDBY_RESPAWN_DELAY_S = 30.0
+# Set for the workers the supervisor starts, so a worker can tell its supervisor died before it could ask to follow.
+SUPERVISOR_PID_ENV = "WARDWATCH_SUPERVISOR_PID"
 
 
 def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, web_listen: str) -> int:
@@ -346,9 +348,6 @@ def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, 
         except subprocess.TimeoutExpired:
             proc.kill()
     return 0
-
-
-SUPERVISOR_PID_ENV = "WARDWATCH_SUPERVISOR_PID"
 
 
 def _exit_with_supervisor() -> None:

@@ -181,6 +181,20 @@ def stored_seqs(collector: Collector, agent_id: str, kind: str | None = "test") 
         engine.dispose()
 
 
+def agent_commands(collector: Collector, agent_id: str) -> list[dict]:
+    """The commands queued for one agent, oldest first, with the agent's answer (ok, detail) once it gave one."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(store_url(collector))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, kind, payload, ok, detail FROM agent_commands WHERE agent_id = :a "
+                                     "ORDER BY created_at"), {"a": agent_id}).mappings().all()
+        return [dict(r) for r in rows]
+    finally:
+        engine.dispose()
+
+
 def queue_alerts(state: Path, count: int, severity: int = 3, text: str = "queued by test") -> list[int]:
     """Sign and spool `count` alerts in an agent's state directory, as the service would (it must not run)."""
     from agent.alerts import Signer, make_test_alert

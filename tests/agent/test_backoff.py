@@ -53,7 +53,6 @@ def test_an_upload_is_retried_within_a_quarter_second_first():
     assert max(delays) <= 0.25
 
 
-
 def test_a_stream_the_agent_ended_itself_comes_back_at_once():
     backoff = Backoff(base=2.0, attempt=5, rng=random.Random(1))
     assert stream_reopen_delay(600.0, backoff, spread_s=60.0, replaced=True) == 0.0

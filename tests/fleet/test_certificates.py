@@ -8,7 +8,7 @@ from cryptography import x509
 from sqlalchemy import create_engine, text
 
 from tests.fleet.conftest import fleet_collector
-from tests.harness import Agent, store_url, wait_for
+from tests.harness import Agent, agent_commands, store_url, wait_for
 
 
 def _cert(agent: Agent) -> x509.Certificate:
@@ -88,15 +88,6 @@ def test_ca_rotation_with_overlap_moves_the_fleet_without_re_enrolment(tmp_path,
     assert len(_agents(collector)) == 3
 
 
-def _answered_commands(collector, agent_id: str) -> list[dict]:
-    engine = create_engine(store_url(collector))
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT id, ok, detail FROM agent_commands WHERE agent_id = :a AND ok IS NOT NULL"),
-                            {"a": agent_id}).mappings().all()
-    engine.dispose()
-    return [dict(r) for r in rows]
-
-
 def test_commands_still_reach_the_agent_after_it_renews_its_certificate(tmp_path, agents):
     """Renewing moves the agent to a new connection. Closing the old one ended the command stream in a way its
     loop did not expect, and the agent took no more commands until it was restarted."""
@@ -114,8 +105,9 @@ def test_commands_still_reach_the_agent_after_it_renews_its_certificate(tmp_path
                               "VALUES ('cmd-after-renewal', :a, 'update_bundle', '{\"version\": \"missing-9\"}', "
                               "CURRENT_TIMESTAMP, '')"), {"a": agent_id})
         engine.dispose()
-        answered = wait_for(lambda: [c for c in _answered_commands(collector, agent_id)
-                                     if c["id"] == "cmd-after-renewal"], 60, "the agent to answer the command")
+        answered = wait_for(lambda: [c for c in agent_commands(collector, agent_id)
+                                     if c["id"] == "cmd-after-renewal" and c["ok"] is not None], 60,
+                            "the agent to answer the command")
         assert not answered[0]["ok"] and "bundle" in answered[0]["detail"]
         assert "Traceback" not in agent.log.read_text()
     finally:

@@ -5,21 +5,12 @@ import json
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.harness import Agent, store_url, wait_for
+from tests.harness import Agent, agent_commands, store_url, wait_for
 
 
 def _agent_row(collector, agent_id: str) -> dict:
     rows = [json.loads(line) for line in collector.cli("agents", "list", "--json").stdout.splitlines()]
     return next(r for r in rows if r["id"] == agent_id)
-
-
-def _commands(collector, agent_id: str) -> list[dict]:
-    engine = create_engine(store_url(collector))
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT kind, payload, ok, detail FROM agent_commands WHERE agent_id = :a "
-                                 "ORDER BY created_at"), {"a": agent_id}).mappings().all()
-    engine.dispose()
-    return [dict(r) for r in rows]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -51,9 +42,9 @@ def test_published_bundle_reaches_the_agent_and_a_forged_one_is_refused(tmp_path
                           "VALUES ('cmd-forged', :a, 'update_bundle', '{\"version\": \"forged-2\"}', "
                           "CURRENT_TIMESTAMP, '')"), {"a": agent_id})
     engine.dispose()
-    wait_for(lambda: any(c["ok"] is not None and "forged-2" in (c["detail"] or "") for c in _commands(
+    wait_for(lambda: any(c["ok"] is not None and "forged-2" in (c["detail"] or "") for c in agent_commands(
         collector, agent_id)), 60, "the agent to answer the forged bundle command")
-    forged = [c for c in _commands(collector, agent_id) if "forged-2" in (c["detail"] or "")][-1]
+    forged = [c for c in agent_commands(collector, agent_id) if "forged-2" in (c["detail"] or "")][-1]
     assert not forged["ok"] and "refused" in forged["detail"]
     assert json.loads(current.read_text())["version"] == "test-1"
     # The technician sees why: the refusal is reported as a coverage gap on the device.

@@ -12,7 +12,6 @@ import pytest
 from collector.protect import keys
 from collector.review import rules
 from collector.store.db import make_engine
-from tests.conftest import _fresh_pg_schema
 from tests.harness import Collector
 from tests.review.world import PASSWORD, build_world
 
@@ -20,11 +19,6 @@ pytestmark = pytest.mark.postgres
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 ASSESS = {"involved": "child-victim", "nature": "inappropriate", "outcome": "speak-to-pupil",
           "reason": "spoke with the form tutor"}
-
-
-@pytest.fixture
-def pg_url():
-    yield from _fresh_pg_schema()
 
 
 def sign_in(base: str, ca: str, username: str, secret: str, offset_s: int = 0) -> tuple[httpx.Client, str]:

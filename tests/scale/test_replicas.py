@@ -11,15 +11,9 @@ from agent.channel import secure_channel
 from agent.state import AgentState
 from protos import wardwatch_pb2 as pb
 from protos import wardwatch_pb2_grpc as pb_grpc
-from tests.conftest import _fresh_pg_schema
 from tests.harness import Agent, Collector, queue_alerts, stored_seqs, wait_for
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url():
-    yield from _fresh_pg_schema()
 
 
 @pytest.fixture

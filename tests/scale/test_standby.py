@@ -5,22 +5,15 @@ import json
 import ssl
 import subprocess
 import sys
-import time
 
 import httpx
 import psutil
 import pytest
 
 from collector.serve import _wait_for_an_exit
-from tests.conftest import _fresh_pg_schema
 from tests.harness import Agent, Collector, queue_alerts, stored_seqs, wait_for
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def pg_url():
-    yield from _fresh_pg_schema()
 
 
 @pytest.fixture
@@ -124,10 +117,9 @@ def test_the_supervisor_wakes_when_a_worker_exits_not_at_its_timeout():
     quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
     lasting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        started = time.monotonic()
-        _wait_for_an_exit([lasting, quick], timeout=60)
+        # An hour's timeout: if the exit did not wake it, pytest's own timeout fails the test long before.
+        _wait_for_an_exit([lasting, quick], timeout=3600)
         assert quick.poll() is not None
-        assert time.monotonic() - started < 60  # woken by the exit: the timeout would have taken a minute
         assert lasting.poll() is None
     finally:
         lasting.kill()
