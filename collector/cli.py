@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="collector processes on this host sharing the ports (use PostgreSQL for more than 1)")
     s.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--standby", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--replacing", action="store_true", help=argparse.SUPPRESS)
     s.set_defaults(func=_handler("collector.serve:cmd_serve"))
 
     tok = sub.add_parser("token", help="enrolment tokens").add_subparsers(dest="token_cmd", required=True)

@@ -19,6 +19,7 @@ import time
 
 import grpc
 
+from collector import steering
 from collector.config import CollectorConfig, split_hostport
 from collector.context import open_store
 from collector.errors import CollectorError
@@ -138,7 +139,7 @@ async def _await_promotion() -> int | None:
 
 
 async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, web_listen: str | None,
-                 standby: bool = False) -> None:
+                 standby: bool = False, replacing: bool = False) -> None:
     db_threads = database_threads()
     pki = CollectorPki(PkiPaths(cfg.pki_dir))
     gateway = AgentGateway(engine, pki)
@@ -156,6 +157,7 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
         if index is None:
             return
         log.info("standby taking the place of worker %d", index)
+        replacing = True
         if index != 0:  # worker 0 serves the console
             web_listen, app = None, None
     servers = []
@@ -170,6 +172,8 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
         servers.append(server)
     for server in servers:
         await server.start()
+    if replacing:
+        _take_the_dead_workers_agents(port, gateway.policy.heartbeat_interval_s)
     tune_gc()
     # Database calls run in these threads (asyncio.to_thread); most of their time is spent waiting on PostgreSQL
     # or for the GIL, so asyncio's default (cores + 4 = 6 here) left calls queued while the CPU sat idle.
@@ -211,6 +215,22 @@ async def _serve(cfg: CollectorConfig, engine, listen: str, enrol_listen: str, w
     if web_listen is not None:
         with contextlib.suppress(OSError):
             cfg.endpoints_file.unlink()
+
+
+def _take_the_dead_workers_agents(port: int, heartbeat_interval_s: int) -> None:
+    """A worker that replaces a dead one takes every new connection to the port for a while: the dead worker's
+    agents, which reconnect within one heartbeat interval, then land here instead of being hashed over the
+    survivors too, which already carry their own share (collector/steering.py)."""
+    window = STEER_INTERVALS * heartbeat_interval_s
+    if not steering.steer_to_self(port):
+        return
+    log.info("taking the port's new connections for %d s: the agents of the worker replaced", window)
+
+    def stop() -> None:
+        steering.stop_steering(port)
+        log.info("new connections are spread over every worker again")
+
+    asyncio.get_running_loop().call_later(window, stop)
 
 
 def _publish(cfg: CollectorConfig, endpoints: dict) -> None:
@@ -264,7 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 0
         if args.worker_index is not None:  # one worker of a --workers supervisor, which checked the ports
             web = web_listen if args.worker_index == 0 else None
-            asyncio.run(_serve(cfg, engine, listen, enrol_listen, web))
+            asyncio.run(_serve(cfg, engine, listen, enrol_listen, web, replacing=args.replacing))
             return 0
         _check_port_free(listen, "--listen")
         _check_port_free(enrol_listen, "--enrol-listen")
@@ -282,6 +302,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # A new standby starts this long after the last one was promoted: its start-up (about 2 s of one core) would
 # otherwise compete with the surviving workers while they carry the dead worker's agents.
 STANDBY_RESPAWN_DELAY_S = 30.0
+# A replacement worker takes the port's new connections for this many heartbeat intervals: the dead worker's idle
+# agents reopen their command streams at a random moment within one interval (agent.uplink.stream_reopen_delay).
+STEER_INTERVALS = 2
 # Set for the workers the supervisor starts, so a worker can tell its supervisor died before it could ask to follow.
 SUPERVISOR_PID_ENV = "WARDWATCH_SUPERVISOR_PID"
 
@@ -293,8 +316,8 @@ def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, 
     Why a standby: a worker started from cold needs about 2 s to import and bind. Agents whose worker died
     reconnect within a quarter of a second, so they all landed on the survivors, which then carried the whole
     fleet's uploads until their connections were recycled 30 minutes later (measured with bench/load.py: p99
-    1.2-2.5 s after a kill against 0.5 s without). The standby binds within milliseconds of the death, and the
-    kernel spreads the reconnecting agents over it and the survivors."""
+    1.2-2.5 s after a kill against 0.5 s without). The standby binds within milliseconds of the death and takes
+    the port's new connections for a while, so the reconnecting agents land on it rather than on survivors."""
     base = [sys.executable, "-m", "collector.cli", "--data", str(args.data)]
     if args.db:
         base += ["--db", args.db]
@@ -328,7 +351,8 @@ def supervise_workers(args: argparse.Namespace, listen: str, enrol_listen: str, 
                     procs[index], standby = standby, None
                     standby_due = time.monotonic() + STANDBY_RESPAWN_DELAY_S
                 else:
-                    procs[index] = subprocess.Popen([*base, "--worker-index", str(index)], env=env)
+                    procs[index] = subprocess.Popen(
+                        [*base, "--worker-index", str(index), *(["--replacing"] if proc is not None else [])], env=env)
         if standby is not None and standby.poll() is not None:
             log.warning("the standby worker exited with %s", standby.returncode)
             standby, standby_due = None, time.monotonic() + STANDBY_RESPAWN_DELAY_S

@@ -3,13 +3,13 @@ import pytest
 from tests.harness import Agent, Collector
 
 
-def fleet_collector(data, db_url: str | None = None, **settings) -> Collector:
+def fleet_collector(data, db_url: str | None = None, workers: int = 1, **settings) -> Collector:
     """A real collector whose [fleet] settings are short enough for a test to watch them act."""
     c = Collector(data, db_url).init()
     with open(c.data / "config.toml", "a") as config:
         config.write("\n[fleet]\n" + "".join(f"{key} = {value!r}\n".replace("'", '"')
                                             for key, value in settings.items()))
-    return c.start()
+    return c.start(workers=workers)
 
 
 @pytest.fixture

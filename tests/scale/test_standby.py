@@ -2,6 +2,7 @@
 survivors (the agents of a dead worker reconnect within a quarter of a second, before a cold worker could bind)."""
 
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from collector.serve import _wait_for_an_exit
+from tests.fleet.conftest import fleet_collector
 from tests.harness import Agent, Collector, queue_alerts, stored_seqs, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -125,3 +127,50 @@ def test_the_supervisor_wakes_when_a_worker_exits_not_at_its_timeout():
         lasting.kill()
         lasting.wait()
         quick.wait()
+
+
+def _accepted_by(proc: psutil.Process, port: int, clients: set[int]) -> int:
+    """How many of the connections from local ports `clients` to `port` this process has accepted."""
+    return sum(1 for c in proc.net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port and c.raddr and c.raddr.port in clients)
+
+
+def _connect(port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+
+
+def test_the_replacement_takes_new_connections_until_the_dead_workers_agents_are_back(tmp_path, pg_url):
+    """Hashed over every worker, the dead worker's reconnecting agents would land on the survivor half the time,
+    leaving it three quarters of the fleet. The replacement takes every new connection for two heartbeat
+    intervals, then the kernel hashes them over all workers again."""
+    collector = fleet_collector(tmp_path / "collector", pg_url, workers=2, heartbeat_interval_s=4)
+    supervisor = psutil.Process(collector.proc.pid)
+    try:
+        wait_for(lambda: len(_serving(collector, supervisor)) == 2, 30, "two serving workers")
+        standby = wait_for(lambda: _spare(collector, supervisor), 30, "the standby")
+        victim = _serving(collector, supervisor)[0]
+        survivor = _serving(collector, supervisor)[1]
+        victim.kill()
+        wait_for(lambda: "taking the port's new connections" in collector.log.read_text(), 30, "the steering")
+        steered = _connect(collector.port, 24)
+        try:
+            clients = {s.getsockname()[1] for s in steered}
+            wait_for(lambda: _accepted_by(standby, collector.port, clients)
+                     + _accepted_by(survivor, collector.port, clients) == 24, 30, "the connections accepted")
+            assert _accepted_by(standby, collector.port, clients) == 24
+        finally:
+            for s in steered:
+                s.close()
+        wait_for(lambda: "spread over every worker again" in collector.log.read_text(), 60, "the end of steering")
+        spread = _connect(collector.port, 24)
+        try:
+            clients = {s.getsockname()[1] for s in spread}
+            wait_for(lambda: _accepted_by(standby, collector.port, clients)
+                     + _accepted_by(survivor, collector.port, clients) == 24, 30, "the connections accepted")
+            # Hashed: each worker gets some (all 24 on one has a chance of 2 in 16 million).
+            assert 0 < _accepted_by(survivor, collector.port, clients) < 24
+        finally:
+            for s in spread:
+                s.close()
+    finally:
+        collector.stop()

@@ -1,0 +1,110 @@
+"""The reuseport steering a replacement worker uses, on real listening sockets in one process (Linux)."""
+
+import socket
+import sys
+
+import pytest
+
+from collector import steering
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT groups are Linux's")
+
+
+@pytest.fixture
+def group():
+    """Three listeners sharing one port, as three workers' would, in the order they began to listen."""
+    socks = []
+    port = 0
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(128)
+            s.setblocking(False)
+            port = s.getsockname()[1]
+            socks.append(s)
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _accepted(group: list[socket.socket], count: int) -> list[int]:
+    """Open `count` connections to the group's port and say how many each listener got."""
+    port = group[0].getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    try:
+        got = []
+        for listener in group:
+            n = 0
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except BlockingIOError:
+                    break
+                conn.close()
+                n += 1
+            got.append(n)
+        return got
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_the_program_sends_every_new_connection_to_the_chosen_listeners_then_hashing_resumes(group):
+    steering.attach(group[0], steering.pick_program(1, 2))
+    steered = _accepted(group, 60)
+    assert steered[0] == 0 and sum(steered) == 60
+    assert steered[1] > 0 and steered[2] > 0  # picked at random between the two
+    steering.detach(group[0])
+    # Hashed over all three: the first gets none with a chance of (2/3)^60, about 3 in 10^11.
+    assert _accepted(group, 60)[0] > 0
+
+
+def test_a_closed_listener_is_replaced_by_the_last_so_the_newest_stay_at_the_end(group):
+    """What a replacement worker relies on: its sockets, the newest, are the last of the group."""
+    port = group[0].getsockname()[1]
+    group.pop(1).close()  # a worker dies
+    newest = socket.socket()
+    newest.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    newest.bind(("127.0.0.1", port))
+    newest.listen(128)
+    newest.setblocking(False)
+    group.append(newest)
+    assert steering.listeners_like(newest) == 3
+    steering.attach(newest, steering.pick_program(steering.listeners_like(newest) - 1, 1))
+    assert _accepted(group, 30) == [0, 0, 30]
+
+
+def test_an_index_past_the_group_falls_back_to_hashing(group):
+    """If the group shrinks while a replacement steers, its program points past the end: nothing is refused."""
+    steering.attach(group[0], steering.pick_program(7, 1))
+    got = _accepted(group, 60)
+    assert sum(got) == 60 and all(n > 0 for n in got)
+
+
+def test_the_group_is_counted_by_address_and_port():
+    a = socket.socket()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    a.bind(("127.0.0.1", 0))
+    a.listen(8)
+    port = a.getsockname()[1]
+    other = socket.socket()  # same port, another address: another group
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        other.bind(("127.0.0.2", port))
+        other.listen(8)
+        assert steering.listeners_like(a) == 1
+        with steering.own_listeners(port) as mine:
+            assert sorted(s.getsockname() for s in mine) == [("127.0.0.1", port), ("127.0.0.2", port)]
+    finally:
+        a.close()
+        other.close()
+
+
+def test_a_range_outside_the_group_is_refused():
+    with pytest.raises(ValueError):
+        steering.pick_program(0, 0)
+    with pytest.raises(ValueError):
+        steering.pick_program(-1, 2)
