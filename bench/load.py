@@ -270,6 +270,22 @@ def collector_usage(pid: int) -> tuple[float, float]:
         return 0.0, 0.0
 
 
+def connections_per_worker(pid: int, port: int) -> list[int]:
+    """Agents' connections held by each serving worker of the collector `pid` (the standby holds none)."""
+    import psutil
+
+    counts = []
+    for child in psutil.Process(pid).children():
+        try:
+            held = sum(1 for c in child.net_connections("tcp")
+                       if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+        except psutil.Error:
+            continue
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
+
+
 def stored_counts(db_url: str, agent_ids: list[str]) -> tuple[dict[str, list[int]], int]:
     from sqlalchemy import create_engine, text
 
@@ -341,6 +357,7 @@ def main() -> int:
                 steady_from = start_at + ramp_s + args.settle
                 steady_until = start_at + ramp_s + args.duration
                 cpu_marks: dict[str, tuple[float, float]] = {}
+                agents_per_worker: list[int] = []
                 while not result.ready():
                     time.sleep(1)
                     rss, cpu = collector_usage(collector.proc.pid)
@@ -348,6 +365,8 @@ def main() -> int:
                     for mark, when in (("start", steady_from), ("end", steady_until)):
                         if mark not in cpu_marks and time.time() >= when:
                             cpu_marks[mark] = (time.time(), cpu)
+                    if not agents_per_worker and time.time() >= steady_until - 10:  # the balance at the end
+                        agents_per_worker = connections_per_worker(collector.proc.pid, collector.port)
                     if args.kill_replica and killed is None and time.time() > steady_from + args.duration / 2:
                         import psutil
 
@@ -423,6 +442,7 @@ def main() -> int:
         "error_kinds": error_kinds,
         "uploaders_not_drained": sum(s["unacked"] for s in shard_stats),
         "replica_killed": killed is not None,
+        "agents_per_worker_at_end": agents_per_worker,
         "collector_rss_mb": round(peak_rss, 1),
         "collector_cpu_pct": round(cpu_pct, 1),
         "run_s": round(run_s, 1),
@@ -440,6 +460,7 @@ def main() -> int:
         print(f"failover window (signed 5 s before the kill to {args.failover_s:.0f} s after): p50 "
               f"{result['failover_p50_ms']} ms, p99 "
               f"{result['failover_p99_ms']} ms, max {result['failover_max_ms']} ms over {len(failover)} alerts")
+    print(f"agents per worker 10 s before the end: {agents_per_worker}")
     print(f"errors by call and status: {error_kinds}")
     error_buckets: dict[int, dict[str, int]] = {}
     for s in shard_stats:
