@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import sys
 from collections.abc import Iterator
 
@@ -100,27 +101,45 @@ def own_listeners(port: int) -> Iterator[list[socket.socket]]:
             sock.close()
 
 
-def _proc_net_address(family: int, address: str, port: int) -> str:
-    """How /proc/net/tcp{,6} writes a local address: each 32-bit word in host (little-endian) order, then the port."""
-    raw = socket.inet_pton(family, address)
-    words = "".join(raw[i:i + 4][::-1].hex() for i in range(0, len(raw), 4))
-    return f"{words}:{port:04x}".upper()
+# sock_diag (linux/sock_diag.h, linux/inet_diag.h): what `ss` asks the kernel. Reading /proc/net/tcp instead meant
+# formatting and parsing a line for every connection on the host, 240 ms with 10,000 agents connected.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_TCP_LISTEN = 10
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_DIAG_REQUEST = struct.Struct("=BBBBI")  # family, protocol, extensions, pad, states; then an empty socket id
+_DIAG_MESSAGE = struct.Struct("=BBBB2s2s16s16sI8sIIIII")  # ... sport, dport, src, dst, if, cookie, ..., uid, inode
 
 
 def listeners_like(sock: socket.socket) -> int:
     """Listening TCP sockets in this network namespace, every process's, on `sock`'s address and port: the size
-    of its reuseport group (all our workers run as one user, the other condition of sharing a group)."""
+    of its reuseport group (all our workers run as one user, the other condition of sharing a group). Only the
+    kernel's table of listeners is read, however many connections the host holds."""
     address, port = sock.getsockname()[:2]
-    wanted = _proc_net_address(sock.family, address, port)
-    table = "/proc/net/tcp6" if sock.family == socket.AF_INET6 else "/proc/net/tcp"
+    wanted = (socket.inet_pton(sock.family, address).ljust(16, b"\0"), port.to_bytes(2, "big"))
+    request = _DIAG_REQUEST.pack(sock.family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN) + bytes(48)
+    header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
+                                _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
     count = 0
-    with open(table, encoding="ascii") as f:
-        next(f, None)
-        for line in f:
-            fields = line.split()
-            if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
-                count += 1
-    return count
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as diag:
+        diag.settimeout(5)
+        diag.sendto(header + request, (0, 0))
+        while True:
+            data = diag.recv(65536)
+            offset = 0
+            while offset + _NLMSG_HEADER.size <= len(data):
+                length, kind = _NLMSG_HEADER.unpack_from(data, offset)[:2]
+                if kind == _NLMSG_DONE:
+                    return count
+                if kind == _NLMSG_ERROR:
+                    errno = -struct.unpack_from("=i", data, offset + _NLMSG_HEADER.size)[0]
+                    raise OSError(errno, os.strerror(errno))
+                fields = _DIAG_MESSAGE.unpack_from(data, offset + _NLMSG_HEADER.size)
+                if (fields[6], fields[4]) == wanted:  # (source address, source port)
+                    count += 1
+                offset += (length + 3) & ~3
 
 
 def steer_to_self(port: int) -> bool:

@@ -108,3 +108,24 @@ def test_a_range_outside_the_group_is_refused():
         steering.pick_program(0, 0)
     with pytest.raises(ValueError):
         steering.pick_program(-1, 2)
+
+
+def test_the_group_is_counted_per_family():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    listeners = []
+    try:
+        for family, address in ((socket.AF_INET6, "::1"), (socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")):
+            s = socket.socket(family)
+            listeners.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                s.bind((address, listeners[0].getsockname()[1] if len(listeners) > 1 else 0))
+            except OSError as exc:
+                pytest.skip(f"cannot listen on {address} here: {exc.strerror}")
+            s.listen(8)
+        assert steering.listeners_like(listeners[0]) == 2
+        assert steering.listeners_like(listeners[2]) == 1
+    finally:
+        for s in listeners:
+            s.close()
