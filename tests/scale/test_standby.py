@@ -174,3 +174,19 @@ def test_the_replacement_takes_new_connections_until_the_dead_workers_agents_are
                 s.close()
     finally:
         collector.stop()
+
+
+def test_a_worker_restarted_from_cold_also_takes_the_dead_workers_agents(fleet):
+    """With no standby at hand (it died, and its successor is not due for 30 s), the supervisor starts a worker
+    from cold, and that worker steers the reconnecting agents to itself as the standby would."""
+    collector, supervisor = fleet
+    wait_for(lambda: len(_serving(collector, supervisor)) == 2, 30, "two serving workers")
+    standby = wait_for(lambda: _spare(collector, supervisor), 30, "the standby")
+    standby.kill()
+    wait_for(lambda: "the standby worker exited" in collector.log.read_text(), 30, "the supervisor to see it")
+    victim = _serving(collector, supervisor)[0]
+    victim.kill()
+    wait_for(lambda: "taking the port's new connections" in collector.log.read_text(), 60, "the steering")
+    cold = [p for p in supervisor.children() if "--replacing" in p.cmdline()]
+    assert len(cold) == 1 and cold[0].pid != victim.pid
+    assert "standby taking the place" not in collector.log.read_text()
