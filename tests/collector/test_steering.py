@@ -10,20 +10,27 @@ from collector import steering
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT groups are Linux's")
 
 
+def _listener(port: int = 0, address: str = "127.0.0.1", family: int = socket.AF_INET) -> socket.socket:
+    """A non-blocking listener sharing `port` (0: a free one) through SO_REUSEPORT, as a worker's does."""
+    s = socket.socket(family)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((address, port))
+        s.listen(128)
+    except OSError:
+        s.close()
+        raise
+    s.setblocking(False)
+    return s
+
+
 @pytest.fixture
 def group():
     """Three listeners sharing one port, as three workers' would, in the order they began to listen."""
-    socks = []
-    port = 0
+    socks = [_listener()]
     try:
-        for _ in range(3):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind(("127.0.0.1", port))
-            s.listen(128)
-            s.setblocking(False)
-            port = s.getsockname()[1]
-            socks.append(s)
+        for _ in range(2):
+            socks.append(_listener(socks[0].getsockname()[1]))
         yield socks
     finally:
         for s in socks:
@@ -66,11 +73,7 @@ def test_a_closed_listener_is_replaced_by_the_last_so_the_newest_stay_at_the_end
     """What a replacement worker relies on: its sockets, the newest, are the last of the group."""
     port = group[0].getsockname()[1]
     group.pop(1).close()  # a worker dies
-    newest = socket.socket()
-    newest.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    newest.bind(("127.0.0.1", port))
-    newest.listen(128)
-    newest.setblocking(False)
+    newest = _listener(port)
     group.append(newest)
     assert steering.listeners_like(newest) == 3
     steering.attach(newest, steering.pick_program(steering.listeners_like(newest) - 1, 1))
@@ -85,16 +88,10 @@ def test_an_index_past_the_group_falls_back_to_hashing(group):
 
 
 def test_the_group_is_counted_by_address_and_port():
-    a = socket.socket()
-    a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    a.bind(("127.0.0.1", 0))
-    a.listen(8)
+    a = _listener()
     port = a.getsockname()[1]
-    other = socket.socket()  # same port, another address: another group
-    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other = _listener(port, "127.0.0.2")  # same port, another address: another group
     try:
-        other.bind(("127.0.0.2", port))
-        other.listen(8)
         assert steering.listeners_like(a) == 1
         with steering.own_listeners(port) as mine:
             assert sorted(s.getsockname() for s in mine) == [("127.0.0.1", port), ("127.0.0.2", port)]
@@ -116,14 +113,10 @@ def test_the_group_is_counted_per_family():
     listeners = []
     try:
         for family, address in ((socket.AF_INET6, "::1"), (socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")):
-            s = socket.socket(family)
-            listeners.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             try:
-                s.bind((address, listeners[0].getsockname()[1] if len(listeners) > 1 else 0))
+                listeners.append(_listener(listeners[0].getsockname()[1] if listeners else 0, address, family))
             except OSError as exc:
                 pytest.skip(f"cannot listen on {address} here: {exc.strerror}")
-            s.listen(8)
         assert steering.listeners_like(listeners[0]) == 2
         assert steering.listeners_like(listeners[2]) == 1
     finally:

@@ -135,8 +135,18 @@ def _accepted_by(proc: psutil.Process, port: int, clients: set[int]) -> int:
                if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port and c.raddr and c.raddr.port in clients)
 
 
-def _connect(port: int, count: int) -> list[socket.socket]:
-    return [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+def _where_new_connections_go(port: int, workers: list[psutil.Process], count: int = 24) -> list[int]:
+    """Open `count` connections to `port`, wait until the workers have accepted them all, and say how many each
+    worker accepted."""
+    opened = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    try:
+        clients = {s.getsockname()[1] for s in opened}
+        wait_for(lambda: sum(_accepted_by(w, port, clients) for w in workers) == count, 30,
+                 "the connections accepted")
+        return [_accepted_by(w, port, clients) for w in workers]
+    finally:
+        for s in opened:
+            s.close()
 
 
 def test_the_replacement_takes_new_connections_until_the_dead_workers_agents_are_back(tmp_path, pg_url):
@@ -152,26 +162,11 @@ def test_the_replacement_takes_new_connections_until_the_dead_workers_agents_are
         survivor = _serving(collector, supervisor)[1]
         victim.kill()
         wait_for(lambda: "taking the port's new connections" in collector.log.read_text(), 30, "the steering")
-        steered = _connect(collector.port, 24)
-        try:
-            clients = {s.getsockname()[1] for s in steered}
-            wait_for(lambda: _accepted_by(standby, collector.port, clients)
-                     + _accepted_by(survivor, collector.port, clients) == 24, 30, "the connections accepted")
-            assert _accepted_by(standby, collector.port, clients) == 24
-        finally:
-            for s in steered:
-                s.close()
+        assert _where_new_connections_go(collector.port, [standby, survivor]) == [24, 0]
         wait_for(lambda: "spread over every worker again" in collector.log.read_text(), 60, "the end of steering")
-        spread = _connect(collector.port, 24)
-        try:
-            clients = {s.getsockname()[1] for s in spread}
-            wait_for(lambda: _accepted_by(standby, collector.port, clients)
-                     + _accepted_by(survivor, collector.port, clients) == 24, 30, "the connections accepted")
-            # Hashed: each worker gets some (all 24 on one has a chance of 2 in 16 million).
-            assert 0 < _accepted_by(survivor, collector.port, clients) < 24
-        finally:
-            for s in spread:
-                s.close()
+        # Hashed: each worker gets some (all 24 on one has a chance of 2 in 16 million).
+        to_standby, to_survivor = _where_new_connections_go(collector.port, [standby, survivor])
+        assert to_standby > 0 and to_survivor > 0
     finally:
         collector.stop()
 
