@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 import grpc
@@ -29,6 +30,7 @@ from collector.ingest import (
 )
 from collector.pki import CollectorPki, CsrError, cert_pem, check_csr, issue_agent_certificate
 from collector.store.alerts import AlertWriter
+from collector.store.group_commit import GroupCommitter
 from collector.store.models import Agent, AgentCommand, Bundle, EnrolmentToken
 from collector.tokens import TokenRefused, redeem_token
 from protos import wardwatch_pb2 as pb
@@ -57,9 +59,16 @@ _PEER_SELECT = select(*_PEER_COLUMNS).where(_AGENTS.c.id == bindparam("agent_id"
 # A heartbeat reads what the peer cache holds too, in the same locked read: most heartbeats come more than
 # PEER_CACHE_S after the agent's last call, and a separate look-up cost a second checkout and round trip each.
 # Locked: two replicas hearing two clones at once must see each other's instance.
-_HEARTBEAT_SELECT = (select(*_PEER_COLUMNS, _AGENTS.c.recent_instances, _AGENTS.c.last_instance_id,
+# Locked in id order, FOR NO KEY UPDATE: two replicas' groups take their locks in one order, and an alert's
+# foreign-key check (FOR KEY SHARE) on the same agent does not wait for the heartbeat, nor the heartbeat for it.
+_HEARTBEAT_SELECT = (select(_AGENTS.c.id, *_PEER_COLUMNS, _AGENTS.c.recent_instances, _AGENTS.c.last_instance_id,
                             _AGENTS.c.clone_detected_at)
-                     .where(_AGENTS.c.id == bindparam("agent_id")).with_for_update())
+                     .where(_AGENTS.c.id.in_(bindparam("ids", expanding=True))).order_by(_AGENTS.c.id)
+                     .with_for_update(key_share=True))
+# Heartbeats wait up to this long to be recorded together when they arrive faster than one per half of it
+# (collector/store/group_commit.py). Nobody waits on a heartbeat's answer; 10,000 agents send ~170 a second.
+HEARTBEAT_GATHER_S = 0.2
+HEARTBEAT_GROUP_MAX = 500
 # Built once; the columns to set come from the parameters (SQLAlchemy caches one compiled form per set of keys).
 _HEARTBEAT_UPDATE = update(_AGENTS).where(_AGENTS.c.id == bindparam("agent_id_"))
 _CLONE_GAP = {"gap": fleet.CLONED_IDENTITY,
@@ -90,6 +99,36 @@ def _peer_from_row(agent_id: str, row, cached: PeerAgent | str | None) -> PeerAg
                      public_key_der=bytes(row.identity_public_key), verifier=identity_verifier(public_key))
 
 
+def _distinct_agents(items: list[tuple[str, pb.HeartbeatRequest]]) -> int:
+    """How many of the waiting heartbeats form the next group: up to the first repeat of an agent. Two heartbeats
+    of one identity (a cloned image) must be recorded one after the other, each seeing the other's instance."""
+    seen: set[str] = set()
+    for n, (agent_id, _) in enumerate(items):
+        if agent_id in seen or n == HEARTBEAT_GROUP_MAX:
+            return n
+        seen.add(agent_id)
+    return len(items)
+
+
+def _heartbeat_news(agent_id: str, request: pb.HeartbeatRequest, now: dt.datetime) -> dict:
+    """The agent row's columns a heartbeat sets (parameters of _HEARTBEAT_UPDATE), before the clone check."""
+    values = {
+        "agent_id_": agent_id,
+        "last_seen_at": now,
+        "bundle_version": request.bundle_version[:64],
+        "coverage_gaps": [{"gap": g.gap, "detail": g.detail[:500]} for g in request.gaps],
+        "spool_depth": request.spool_depth,
+        "last_instance_id": request.instance_id[:64],
+    }
+    if request.HasField("clock"):
+        values["clock_skew_s"] = (request.clock.ToDatetime(tzinfo=dt.UTC) - now).total_seconds()
+    if request.host.agent_version:
+        values["agent_version"] = request.host.agent_version[:32]
+    if request.host.hostname:
+        values["hostname"] = request.host.hostname[:255]
+    return values
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
@@ -100,6 +139,8 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
         self.pki = pki
         self._writer = AlertWriter(self.sessions)
+        self._heartbeat_writer: GroupCommitter[tuple[str, pb.HeartbeatRequest]] = GroupCommitter(
+            self._heartbeats, "heartbeat-writer", take=_distinct_agents, gather_s=HEARTBEAT_GATHER_S)
         self._command_events: dict[str, asyncio.Event] = {}
         self._peers: dict[str, tuple[float, PeerAgent | str]] = {}
         # Certificate (as the TLS layer verified it) -> the agent id it names: parsing it cost more per call than
@@ -112,12 +153,17 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self.policy = fleet.load_fleet_policy(pki.paths.root.parent)
 
     async def _db(self, context: grpc.aio.ServicerContext, fn, *args):
-        """Run blocking database work off the event loop. A database failure becomes a retryable UNAVAILABLE
-        naming only the exception class: statements carry alert content, which never goes into logs or errors."""
+        """Run blocking database work off the event loop."""
+        return await self._awaiting_db(context, asyncio.to_thread(fn, *args), getattr(fn, "__name__", "call"))
+
+    @staticmethod
+    async def _awaiting_db(context: grpc.aio.ServicerContext, work: Awaitable, what: str):
+        """The result of database work. A database failure becomes a retryable UNAVAILABLE naming only the
+        exception class: statements carry alert content, which never goes into logs or errors."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await work
         except SQLAlchemyError as exc:
-            log.error("database error in %s: %s", getattr(fn, "__name__", "call"), type(exc).__name__)
+            log.error("database error in %s: %s", what, type(exc).__name__)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the collector's database is unavailable; retry later")
 
     # ------------------------------------------------------------------ identity
@@ -279,11 +325,8 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         else:
             acks, rows, row_index = await asyncio.to_thread(self._verify_batch, peer, request)
         if rows:
-            try:
-                stored = await asyncio.wrap_future(self._writer.submit(list(rows.values())))
-            except SQLAlchemyError as exc:
-                log.error("database error storing alerts: %s", type(exc).__name__)
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the collector's database is unavailable; retry later")
+            stored = await self._awaiting_db(
+                context, asyncio.wrap_future(self._writer.submit(list(rows.values()))), "storing alerts")
             # Reached only after the commit returned: an ack is a promise the alert is durable.
             for seq, indexes in row_index.items():
                 alert_id, new = stored[(peer.agent_id, seq)]
@@ -327,7 +370,8 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
         agent_id = await self._agent_id(context)
-        peer, latest = await self._db(context, self._heartbeat, agent_id, request)
+        peer, latest = await self._awaiting_db(
+            context, asyncio.wrap_future(self._heartbeat_writer.submit((agent_id, request))), "heartbeat")
         await self._admit(context, agent_id, peer)
         resp = pb.HeartbeatResponse(latest_bundle_version=latest, heartbeat_interval_s=self.policy.heartbeat_interval_s,
                                     trust_bundle_sha256=self._trust_bundle_sha256())
@@ -341,44 +385,41 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             self._trust_hash = (pem, self.pki.trust_bundle_sha256)
         return self._trust_hash[1]
 
-    def _heartbeat(self, agent_id: str, request: pb.HeartbeatRequest) -> tuple[PeerAgent | str | None, str]:
-        """(the agent as _load_peer reads it, the bundle version to announce). One locked read of the agent's row
-        and one UPDATE, through Core: 10,000 agents heartbeat ~170 times a second, and loading and flushing the
-        ORM object cost more than the round trips. A heartbeat that reveals a clone takes the ORM path
-        (_track_instance), which queues the re-keys. An agent that may not connect is recorded as nothing."""
+    def _heartbeats(self, items: list[tuple[str, pb.HeartbeatRequest]]) -> list[tuple[PeerAgent | str | None, str]]:
+        """Record a group of heartbeats (of distinct agents) in one transaction: one locked read of their rows,
+        one UPDATE statement per shape of news, one commit. For each: (the agent as _load_peer reads it, the
+        bundle version to announce). Through Core: loading and flushing ORM objects cost more than the round
+        trips. A heartbeat that reveals a clone takes the ORM path (_track_instance), which queues the re-keys.
+        An agent that may not connect is recorded as nothing."""
         now = dt.datetime.now(dt.UTC)
-        instance = request.instance_id[:64]
+        window = self.policy.clone_window
+        peers: list[PeerAgent | str | None] = []
+        updates: dict[frozenset, list[dict]] = {}
         with self.sessions.begin() as s:
             conn = s.connection()
-            row = conn.execute(_HEARTBEAT_SELECT, {"agent_id": agent_id}).one_or_none()
-            peer = self._refresh_peer(agent_id, row)
-            if not isinstance(peer, PeerAgent):
-                return peer, ""
-            values = {
-                "agent_id_": agent_id,
-                "last_seen_at": now,
-                "bundle_version": request.bundle_version[:64],
-                "coverage_gaps": [{"gap": g.gap, "detail": g.detail[:500]} for g in request.gaps],
-                "spool_depth": request.spool_depth,
-                "last_instance_id": instance,
-            }
-            if request.HasField("clock"):
-                values["clock_skew_s"] = (request.clock.ToDatetime(tzinfo=dt.UTC) - now).total_seconds()
-            if request.host.agent_version:
-                values["agent_version"] = request.host.agent_version[:32]
-            if request.host.hostname:
-                values["hostname"] = request.host.hostname[:255]
-            recent = dict(row.recent_instances or {})
-            window = self.policy.clone_window
-            if row.clone_detected_at is None and fleet.is_clone(recent, row.last_instance_id, instance, now, window):
-                values["coverage_gaps"] += self._track_instance(s, agent_id, instance, now)
-                s.flush()
-            else:
-                values["recent_instances"] = fleet.remember_instance(recent, instance, now, window)
-                if row.clone_detected_at is not None:
-                    values["coverage_gaps"].append(_CLONE_GAP)
-            conn.execute(_HEARTBEAT_UPDATE, values)
-            return peer, self._latest_bundle_version(s, peer.site_id)
+            rows = {row.id: row for row in conn.execute(_HEARTBEAT_SELECT, {"ids": [a for a, _ in items]})}
+            for agent_id, request in items:
+                row = rows.get(agent_id)
+                peer = self._refresh_peer(agent_id, row)
+                peers.append(peer)
+                if not isinstance(peer, PeerAgent):
+                    continue
+                instance = request.instance_id[:64]
+                values = _heartbeat_news(agent_id, request, now)
+                recent = dict(row.recent_instances or {})
+                if row.clone_detected_at is None and fleet.is_clone(recent, row.last_instance_id, instance, now,
+                                                                    window):
+                    values["coverage_gaps"] += self._track_instance(s, agent_id, instance, now)
+                    s.flush()
+                else:
+                    values["recent_instances"] = fleet.remember_instance(recent, instance, now, window)
+                    if row.clone_detected_at is not None:
+                        values["coverage_gaps"].append(_CLONE_GAP)
+                updates.setdefault(frozenset(values), []).append(values)
+            for params in updates.values():
+                conn.execute(_HEARTBEAT_UPDATE, params)
+            return [(peer, self._latest_bundle_version(s, peer.site_id)) if isinstance(peer, PeerAgent)
+                    else (peer, "") for peer in peers]
 
     def _latest_bundle_version(self, s: Session, site_id: int) -> str:
         """The version heartbeats announce, without reading the bundle itself, cached briefly per site: every
@@ -396,7 +437,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
     def _track_instance(self, s: Session, agent_id: str, instance: str, now: dt.datetime) -> list[dict]:
         """Record which process heartbeated; flag a clone (two live processes, one identity) and queue re-keys.
         Returns the collector-side gaps to show the technician."""
-        row = s.scalars(select(Agent).where(Agent.id == agent_id).with_for_update()).one()
+        row = s.scalars(select(Agent).where(Agent.id == agent_id).with_for_update(key_share=True)).one()
         recent = dict(row.recent_instances or {})
         window = self.policy.clone_window
         if row.clone_detected_at is None and fleet.is_clone(recent, row.last_instance_id, instance, now, window):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from collector.protect.crypto import seal_many
 from collector.protect.keys import active_keyring
 from collector.protect.types import encrypted_columns
+from collector.store.group_commit import GroupCommitter
 from collector.store.models import Alert
 
 _TABLE = Alert.__table__
@@ -129,68 +130,45 @@ def insert_alerts_keyed(session: Session, rows: list[dict]) -> dict[tuple[str, i
     return result
 
 
-def _settle(future: concurrent.futures.Future, result: Any = None, exception: BaseException | None = None) -> None:
-    """Resolve one upload's future. An upload whose agent hung up was cancelled meanwhile: its rows are stored
-    all the same (the agent's resend is acked as a duplicate), and the rest of the group must still be answered."""
-    try:
-        if exception is not None:
-            future.set_exception(exception)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass
-
-
 class AlertWriter:
-    """Group commit: one thread per collector process stores the rows of every upload waiting at that moment in
-    one statement and one transaction, and resolves each upload's future only after the commit returned.
-
-    Per call, a transaction cost more than its alerts (pool checkout and ping, BEGIN, COMMIT, each with the GIL
-    passed back and forth); 10,000 agents uploading one alert at a time make hundreds of calls a second. A
-    failed transaction fails every upload in it; each is then refused as retryable and nothing is acked."""
+    """Group commit for uploads (collector/store/group_commit.py): the rows of every upload waiting at that moment
+    go into one statement and one transaction, and each upload's future resolves only after the commit returned.
+    There is no gathering delay: an upload's ack is on its alerts' latency path."""
 
     MAX_ROWS = 2000  # rows per transaction; an upload is never split
 
     def __init__(self, sessions) -> None:
         self._sessions = sessions
-        self._pending: list[tuple[list[dict], concurrent.futures.Future]] = []
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
+        self._committer: GroupCommitter[list[dict]] = GroupCommitter(self._store, "alert-writer",
+                                                                     take=self._group_size)
 
     def submit(self, rows: list[dict]) -> concurrent.futures.Future:
         """Store `rows`; the future gives (agent_id, seq) -> (alert id, was it new) once they are committed."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._wake:
-            self._pending.append((rows, future))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="alert-writer", daemon=True)
-                self._thread.start()
-            self._wake.notify()
-        return future
+        return self._committer.submit(rows)
 
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._pending:
-                    self._wake.wait()
-                group, count = [], 0
-                while self._pending and (not group or count + len(self._pending[0][0]) <= self.MAX_ROWS):
-                    item = self._pending.pop(0)
-                    group.append(item)
-                    count += len(item[0])
-            try:
-                with self._sessions.begin() as s:
-                    stored = insert_alerts_keyed(s, [r for rows, _ in group for r in rows])
-            except BaseException as exc:  # handed to every waiting upload: none may wait forever
-                for _, future in group:
-                    _settle(future, exception=exc)
-                continue
-            first: dict[tuple[str, int], int] = {}
-            for n, (rows, future) in enumerate(group):
-                result = {}
-                for r in rows:
-                    key = (r["agent_id"], r["seq"])
-                    alert_id, new = stored[key]
-                    # The same alert in two uploads of one group (an agent's resend): only the first stored it.
-                    result[key] = (alert_id, new and first.setdefault(key, n) == n)
-                _settle(future, result=result)
+    def holding(self) -> threading.Condition:
+        """Uploads submitted while this is held go into one group."""
+        return self._committer.holding()
+
+    def _group_size(self, uploads: list[list[dict]]) -> int:
+        count = 0
+        for n, rows in enumerate(uploads):
+            count += len(rows)
+            if n and count > self.MAX_ROWS:
+                return n
+        return len(uploads)
+
+    def _store(self, uploads: list[list[dict]]) -> list[dict]:
+        with self._sessions.begin() as s:
+            stored = insert_alerts_keyed(s, [r for rows in uploads for r in rows])
+        first: dict[tuple[str, int], int] = {}
+        results = []
+        for n, rows in enumerate(uploads):
+            result = {}
+            for r in rows:
+                key = (r["agent_id"], r["seq"])
+                alert_id, new = stored[key]
+                # The same alert in two uploads of one group (an agent's resend): only the first stored it.
+                result[key] = (alert_id, new and first.setdefault(key, n) == n)
+            results.append(result)
+        return results

@@ -80,7 +80,7 @@ def test_stored_content_is_sealed_and_reads_back_through_the_model(store_engine)
 
 def _grouped(writer, uploads: list[list[dict]]) -> list:
     """Submit uploads so that the writer takes them as one group: it waits on the lock held here until all are in."""
-    with writer._wake:
+    with writer.holding():
         return [writer.submit(rows) for rows in uploads]
 
 
