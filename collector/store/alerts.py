@@ -106,7 +106,9 @@ def insert_alerts_keyed(session: Session, rows: list[dict]) -> dict[tuple[str, i
     unique: dict[tuple[str, int], dict] = {}
     for r in rows:
         unique.setdefault((r["agent_id"], r["seq"]), r)
-    rows = list(unique.values())
+    # Inserted in key order: two transactions storing overlapping resends (two workers or replicas, after a failover)
+    # take the unique index's locks in one order, so neither waits for the other in a cycle.
+    rows = [unique[key] for key in sorted(unique)]
     columns = sealed_columns(rows)
     session.flush()  # anything the caller added (the agent row, say) must be in the database before its alerts
     connection = session.connection()
