@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 Item = TypeVar("Item")
 
 
-def settle(future: concurrent.futures.Future, result: Any = None, exception: BaseException | None = None) -> None:
+def _settle(future: concurrent.futures.Future, result: Any = None, exception: BaseException | None = None) -> None:
     """Resolve one item's future. A caller that hung up cancelled it meanwhile: its work is committed all the
     same (its retry is answered from what was stored), and the rest of the group must still be answered."""
     try:
@@ -94,7 +94,7 @@ class GroupCommitter(Generic[Item]):
                 results = self._commit([item for item, _, _ in group])
             except BaseException as exc:  # handed to every waiting caller: none may wait forever
                 for _, future, _ in group:
-                    settle(future, exception=exc)
+                    _settle(future, exception=exc)
                 continue
             for (_, future, _), result in zip(group, results, strict=True):
-                settle(future, result=result)
+                _settle(future, result=result)
