@@ -99,11 +99,11 @@ def _peer_from_row(agent_id: str, row, cached: PeerAgent | str | None) -> PeerAg
                      public_key_der=bytes(row.identity_public_key), verifier=identity_verifier(public_key))
 
 
-def _distinct_agents(items: list[tuple[str, pb.HeartbeatRequest]]) -> int:
+def _distinct_agents(items: list[tuple[str, pb.HeartbeatRequest, dt.datetime]]) -> int:
     """How many of the waiting heartbeats form the next group: up to the first repeat of an agent. Two heartbeats
     of one identity (a cloned image) must be recorded one after the other, each seeing the other's instance."""
     seen: set[str] = set()
-    for n, (agent_id, _) in enumerate(items):
+    for n, (agent_id, *_) in enumerate(items):
         if agent_id in seen or n == HEARTBEAT_GROUP_MAX:
             return n
         seen.add(agent_id)
@@ -139,7 +139,7 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
         self.sessions: sessionmaker[Session] = sessionmaker(engine, expire_on_commit=False)
         self.pki = pki
         self._writer = AlertWriter(self.sessions)
-        self._heartbeat_writer: GroupCommitter[tuple[str, pb.HeartbeatRequest]] = GroupCommitter(
+        self._heartbeat_writer: GroupCommitter[tuple[str, pb.HeartbeatRequest, dt.datetime]] = GroupCommitter(
             self._heartbeats, "heartbeat-writer", take=_distinct_agents, gather_s=HEARTBEAT_GATHER_S)
         self._command_events: dict[str, asyncio.Event] = {}
         self._peers: dict[str, tuple[float, PeerAgent | str]] = {}
@@ -370,8 +370,9 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
 
     async def Heartbeat(self, request: pb.HeartbeatRequest, context) -> pb.HeartbeatResponse:
         agent_id = await self._agent_id(context)
+        received = dt.datetime.now(dt.UTC)  # the clock skew is measured on arrival, not after the group waited
         peer, latest = await self._awaiting_db(
-            context, asyncio.wrap_future(self._heartbeat_writer.submit((agent_id, request))), "heartbeat")
+            context, asyncio.wrap_future(self._heartbeat_writer.submit((agent_id, request, received))), "heartbeat")
         await self._admit(context, agent_id, peer)
         resp = pb.HeartbeatResponse(latest_bundle_version=latest, heartbeat_interval_s=self.policy.heartbeat_interval_s,
                                     trust_bundle_sha256=self._trust_bundle_sha256())
@@ -385,34 +386,34 @@ class AgentGateway(pb_grpc.AgentGatewayServicer):
             self._trust_hash = (pem, self.pki.trust_bundle_sha256)
         return self._trust_hash[1]
 
-    def _heartbeats(self, items: list[tuple[str, pb.HeartbeatRequest]]) -> list[tuple[PeerAgent | str | None, str]]:
-        """Record a group of heartbeats (of distinct agents) in one transaction: one locked read of their rows,
-        one UPDATE statement per shape of news, one commit. For each: (the agent as _load_peer reads it, the
-        bundle version to announce). Through Core: loading and flushing ORM objects cost more than the round
-        trips. A heartbeat that reveals a clone takes the ORM path (_track_instance), which queues the re-keys.
-        An agent that may not connect is recorded as nothing."""
-        now = dt.datetime.now(dt.UTC)
+    def _heartbeats(self, items: list[tuple[str, pb.HeartbeatRequest, dt.datetime]]
+                    ) -> list[tuple[PeerAgent | str | None, str]]:
+        """Record a group of heartbeats (agent, request, arrival time; distinct agents) in one transaction: one
+        locked read of their rows, one UPDATE statement per shape of news, one commit. For each: (the agent as
+        _load_peer reads it, the bundle version to announce). Through Core: loading and flushing ORM objects cost
+        more than the round trips. A heartbeat that reveals a clone takes the ORM path (_track_instance), which
+        queues the re-keys. An agent that may not connect is recorded as nothing."""
         window = self.policy.clone_window
         peers: list[PeerAgent | str | None] = []
         updates: dict[frozenset, list[dict]] = {}
         with self.sessions.begin() as s:
             conn = s.connection()
-            rows = {row.id: row for row in conn.execute(_HEARTBEAT_SELECT, {"ids": [a for a, _ in items]})}
-            for agent_id, request in items:
+            rows = {row.id: row for row in conn.execute(_HEARTBEAT_SELECT, {"ids": [item[0] for item in items]})}
+            for agent_id, request, received in items:
                 row = rows.get(agent_id)
                 peer = self._refresh_peer(agent_id, row)
                 peers.append(peer)
                 if not isinstance(peer, PeerAgent):
                     continue
                 instance = request.instance_id[:64]
-                values = _heartbeat_news(agent_id, request, now)
+                values = _heartbeat_news(agent_id, request, received)
                 recent = dict(row.recent_instances or {})
-                if row.clone_detected_at is None and fleet.is_clone(recent, row.last_instance_id, instance, now,
-                                                                    window):
-                    values["coverage_gaps"] += self._track_instance(s, agent_id, instance, now)
+                if row.clone_detected_at is None and fleet.is_clone(recent, row.last_instance_id, instance,
+                                                                    received, window):
+                    values["coverage_gaps"] += self._track_instance(s, agent_id, instance, received)
                     s.flush()
                 else:
-                    values["recent_instances"] = fleet.remember_instance(recent, instance, now, window)
+                    values["recent_instances"] = fleet.remember_instance(recent, instance, received, window)
                     if row.clone_detected_at is not None:
                         values["coverage_gaps"].append(_CLONE_GAP)
                 updates.setdefault(frozenset(values), []).append(values)

@@ -38,20 +38,25 @@ def _enrolled(engine, status: str = "active", **columns) -> str:
     return agent_id
 
 
-def _beat(instance: str, hostname: str, spool_depth: int) -> pb.HeartbeatRequest:
+def _beat(agent_id: str, instance: str, hostname: str, spool_depth: int,
+          clock_ahead_s: float = 0.0) -> tuple[str, pb.HeartbeatRequest, dt.datetime]:
+    """One heartbeat as the gateway hands it to the group: the agent, its request and when it arrived."""
+    received = dt.datetime.now(dt.UTC)
     request = pb.HeartbeatRequest(instance_id=instance, bundle_version="bv-7", spool_depth=spool_depth)
     request.host.hostname = hostname
-    request.clock.GetCurrentTime()
-    return request
+    request.clock.FromDatetime(received + dt.timedelta(seconds=clock_ahead_s))
+    return agent_id, request, received
 
 
 def test_a_group_records_each_agents_own_news_and_refuses_the_ones_that_may_not_connect(gateway, store_engine):
     active = [_enrolled(store_engine) for _ in range(3)]
     revoked = _enrolled(store_engine, status="revoked", hostname="before-revocation")
     unknown = "f" * 32
-    items = [(agent_id, _beat(f"inst-{n}", f"pc-{n}", n)) for n, agent_id in enumerate(active)]
-    items.insert(1, (revoked, _beat("inst-r", "after-revocation", 99)))
-    items.append((unknown, _beat("inst-u", "nobody", 1)))
+    items = [_beat(agent_id, f"inst-{n}", f"pc-{n}", n, clock_ahead_s=30 * n) for n, agent_id in enumerate(active)]
+    items.insert(1, _beat(revoked, "inst-r", "after-revocation", 99))
+    items.append(_beat(unknown, "inst-u", "nobody", 1))
+
+    arrived = {agent_id: when for agent_id, _, when in items}
 
     answers = gateway._heartbeats(items)
 
@@ -63,7 +68,11 @@ def test_a_group_records_each_agents_own_news_and_refuses_the_ones_that_may_not_
     for n, agent_id in enumerate(active):
         row = rows[agent_id]
         assert (row.hostname, row.spool_depth, row.last_instance_id) == (f"pc-{n}", n, f"inst-{n}")
-        assert row.last_seen_at is not None and f"inst-{n}" in row.recent_instances
+        assert f"inst-{n}" in row.recent_instances
+        # Seen, and the clock compared, when the heartbeat arrived, not when its group was committed.
+        seen = row.last_seen_at
+        assert (seen.astimezone(dt.UTC) if seen.tzinfo else seen.replace(tzinfo=dt.UTC)) == arrived[agent_id]
+        assert row.clock_skew_s == pytest.approx(30 * n, abs=0.001)
     assert rows[revoked].hostname == "before-revocation" and rows[revoked].last_seen_at is None
     assert unknown not in rows
 
@@ -77,7 +86,7 @@ def test_a_clone_found_inside_a_group_is_flagged_and_the_rest_of_the_group_is_re
     cloned = _enrolled(store_engine, last_instance_id="golden-b", recent_instances=recent)
     honest = _enrolled(store_engine)
 
-    answers = gateway._heartbeats([(honest, _beat("inst-h", "pc-h", 0)), (cloned, _beat("golden-a", "pc-c", 0))])
+    answers = gateway._heartbeats([_beat(honest, "inst-h", "pc-h", 0), _beat(cloned, "golden-a", "pc-c", 0)])
 
     assert all(isinstance(peer, PeerAgent) for peer, _ in answers)
     with Session(store_engine) as s:
@@ -93,6 +102,6 @@ def test_a_clone_found_inside_a_group_is_flagged_and_the_rest_of_the_group_is_re
 
 def test_a_group_stops_at_an_agents_second_heartbeat():
     """Two heartbeats of one identity are recorded one after the other, so that the second sees the first."""
-    beat = pb.HeartbeatRequest()
-    assert _distinct_agents([("a", beat), ("b", beat), ("a", beat), ("c", beat)]) == 2
-    assert _distinct_agents([("a", beat), ("b", beat)]) == 2
+    beats = {agent_id: _beat(agent_id, "i", "pc", 0) for agent_id in "abc"}
+    assert _distinct_agents([beats["a"], beats["b"], beats["a"], beats["c"]]) == 2
+    assert _distinct_agents([beats["a"], beats["b"]]) == 2
