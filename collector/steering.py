@@ -89,9 +89,15 @@ def own_listeners(port: int) -> Iterator[list[socket.socket]]:
                     continue
                 seen.add(info.st_ino)
                 sock = socket.socket(fileno=os.dup(fd))
-                if (sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6)
-                        and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                        and sock.getsockname()[1] == port):
+                try:
+                    listening = (sock.type == socket.SOCK_STREAM
+                                 and sock.family in (socket.AF_INET, socket.AF_INET6)
+                                 and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                                 and sock.getsockname()[1] == port)
+                except OSError:
+                    sock.close()  # our duplicate, not gRPC's descriptor
+                    raise
+                if listening:
                     found.append(sock)
                 else:
                     sock.close()
@@ -144,23 +150,45 @@ def listeners_like(sock: socket.socket) -> int:
                 offset += (length + 3) & ~3
 
 
+def by_group(socks: list[socket.socket]) -> list[list[socket.socket]]:
+    """`socks` split by the reuseport group each listens in: one group per family and address (a collector that
+    listens on a name with two addresses, say, is in two groups on one port)."""
+    groups: dict[tuple, list[socket.socket]] = {}
+    for sock in socks:
+        groups.setdefault((sock.family, *sock.getsockname()[:2]), []).append(sock)
+    return list(groups.values())
+
+
+def steer(mine: list[socket.socket]) -> bool:
+    """Send new connections to `mine`, this process's newest listeners, in every group they listen in. False if
+    none could be steered: no listeners, or the kernel refused."""
+    steered = False
+    for group in by_group(mine):
+        try:
+            size = listeners_like(group[0])
+            if size < len(group):
+                continue
+            attach(group[0], pick_program(size - len(group), len(group)))
+            steered = True
+        except OSError as exc:
+            log.warning("cannot steer new connections to the replacement worker: %s", exc.strerror)
+    return steered
+
+
+def unsteer(mine: list[socket.socket]) -> None:
+    """Hash new connections over every worker again, in every group `mine` listen in."""
+    for group in by_group(mine):
+        with contextlib.suppress(OSError):  # already detached, or the kernel predates SO_DETACH (5.8)
+            detach(group[0])
+
+
 def steer_to_self(port: int) -> bool:
-    """Send the port's new connections to this process's listeners (the newest of the group). False, and nothing
-    changed, if that cannot be done here: not Linux, no listener of ours found, or the kernel refused."""
+    """Send the port's new connections to this process's listeners (the newest of their groups). False, and
+    nothing changed, if that cannot be done here: not Linux, no listener of ours found, or the kernel refused."""
     if not supported():
         return False
     with own_listeners(port) as mine:
-        if not mine:
-            return False
-        try:
-            group = listeners_like(mine[0])
-            if group < len(mine):
-                return False
-            attach(mine[0], pick_program(group - len(mine), len(mine)))
-        except OSError as exc:
-            log.warning("cannot steer new connections to the replacement worker: %s", exc.strerror)
-            return False
-    return True
+        return steer(mine)
 
 
 def stop_steering(port: int) -> None:
@@ -168,6 +196,4 @@ def stop_steering(port: int) -> None:
     if not supported():
         return
     with own_listeners(port) as mine:
-        for sock in mine[:1]:
-            with contextlib.suppress(OSError):  # already detached, or the kernel predates SO_DETACH (5.8)
-                detach(sock)
+        unsteer(mine)

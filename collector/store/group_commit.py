@@ -30,14 +30,28 @@ def _settle(future: concurrent.futures.Future, result: Any = None, exception: Ba
         pass
 
 
+def smoothed_gap(mean_gap: float | None, gap: float) -> float:
+    """The running mean of the time between submissions after one more `gap` (None: no gap seen yet)."""
+    return gap if mean_gap is None else 0.8 * mean_gap + 0.2 * gap
+
+
+def gather_delay(gather_s: float, mean_gap: float | None, oldest_age: float) -> float:
+    """How much longer the oldest waiting item should wait for company, in seconds (0: commit now). Items wait
+    only while they arrive more often than twice per `gather_s`, and never beyond `gather_s` from the oldest's
+    arrival: a steady trickle forms groups, a slow one commits each item at once."""
+    if not gather_s or mean_gap is None or mean_gap >= gather_s / 2:
+        return 0.0
+    return max(0.0, gather_s - oldest_age)
+
+
 class GroupCommitter(Generic[Item]):
     """`commit(items)` runs in this committer's thread and returns one result per item, in order, or raises.
 
     `take(pending)` says how many of the waiting items (oldest first) go into the next group; by default all.
 
-    With `gather_s`, a busy committer waits until its oldest item is that old before committing, so that a steady
-    trickle (heartbeats arrive evenly, ~80 a second per worker) forms groups instead of one transaction each. It
-    waits only while items arrive more often than twice per `gather_s`: at a school's rate, each commits at once.
+    With `gather_s`, a busy committer lets its oldest item wait for company (`gather_delay`), so that a steady
+    trickle (heartbeats arrive evenly, ~80 a second per worker) forms groups instead of one transaction each; at
+    a school's rate, each commits at once.
     """
 
     def __init__(self, commit: Callable[[list[Item]], Sequence[Any]], name: str, *,
@@ -47,7 +61,7 @@ class GroupCommitter(Generic[Item]):
         self._name = name
         self._gather_s = gather_s
         self._pending: list[tuple[Item, concurrent.futures.Future, float]] = []
-        self._mean_gap = float("inf")  # seconds between submissions, smoothed
+        self._mean_gap: float | None = None  # seconds between submissions, smoothed
         self._last_submit: float | None = None
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -58,8 +72,7 @@ class GroupCommitter(Generic[Item]):
         now = time.monotonic()
         with self._wake:
             if self._last_submit is not None:
-                gap = now - self._last_submit
-                self._mean_gap = gap if self._mean_gap == float("inf") else 0.8 * self._mean_gap + 0.2 * gap
+                self._mean_gap = smoothed_gap(self._mean_gap, now - self._last_submit)
             self._last_submit = now
             self._pending.append((item, future, now))
             if self._thread is None or not self._thread.is_alive():
@@ -78,11 +91,10 @@ class GroupCommitter(Generic[Item]):
             while True:
                 while not self._pending:
                     self._wake.wait()
-                if self._gather_s and self._mean_gap < self._gather_s / 2:
-                    remaining = self._pending[0][2] + self._gather_s - time.monotonic()
-                    if remaining > 0:
-                        self._wake.wait(remaining)
-                        continue
+                delay = gather_delay(self._gather_s, self._mean_gap, time.monotonic() - self._pending[0][2])
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
                 count = max(1, self._take([item for item, _, _ in self._pending]))
                 group, self._pending = self._pending[:count], self._pending[count:]
                 return group

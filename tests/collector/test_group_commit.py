@@ -1,11 +1,10 @@
 """The group committer: one transaction for what is waiting, each caller answered with its own result."""
 
 import threading
-import time
 
 import pytest
 
-from collector.store.group_commit import GroupCommitter
+from collector.store.group_commit import GroupCommitter, gather_delay, smoothed_gap
 
 
 class Recorder:
@@ -61,31 +60,28 @@ def test_a_cancelled_item_does_not_stop_its_group_being_answered():
     assert commit.groups == [[1, 2]]  # the hung-up caller's item was committed all the same
 
 
-def _trickle(committer: GroupCommitter, count: int, every_s: float) -> list:
-    """Submit `count` items one at a time, `every_s` apart, as callers arriving at a steady rate would."""
-    futures = []
-    for n in range(count):
-        futures.append(committer.submit(n))
-        time.sleep(every_s)
-    return [f.result(timeout=10) for f in futures]
+def test_a_steady_trickle_waits_for_company_up_to_the_gather_time():
+    # Arriving every 10 ms, the oldest has waited 50 ms of 200: it waits 150 ms more, then no longer.
+    assert gather_delay(0.2, 0.01, 0.05) == pytest.approx(0.15)
+    assert gather_delay(0.2, 0.01, 0.2) == 0.0
+    assert gather_delay(0.2, 0.01, 0.5) == 0.0
 
 
-def test_a_steady_trickle_is_gathered_into_few_transactions():
-    commit = Recorder()
-    committer = GroupCommitter(commit, "test-committer", gather_s=0.4)
-    assert _trickle(committer, 40, 0.01) == [2 * n for n in range(40)]
-    # Without gathering, each item would find the thread idle and commit alone: 40 transactions.
-    assert len(commit.groups) <= 10
-    assert sorted(n for group in commit.groups for n in group) == list(range(40))
+def test_items_arriving_slowly_or_without_a_gather_time_commit_at_once():
+    assert gather_delay(0.2, 0.1, 0.0) == 0.0  # one per 100 ms: not more often than twice per 200 ms
+    assert gather_delay(0.2, None, 0.0) == 0.0  # the first item: no rate known yet
+    assert gather_delay(0.0, 0.001, 0.0) == 0.0  # the alert writer: never waits
 
 
-def test_items_arriving_slowly_are_committed_at_once_not_held_back():
-    commit = Recorder()
-    committer = GroupCommitter(commit, "test-committer", gather_s=0.4)
-    # 0.3 s apart is slower than two per gather window: had the committer waited 0.4 s for company, each pair of
-    # neighbours would have shared a transaction.
-    _trickle(committer, 5, 0.3)
-    assert [len(group) for group in commit.groups] == [1, 1, 1, 1, 1]
+def test_the_arrival_rate_follows_the_recent_gaps():
+    gap = smoothed_gap(None, 1.0)
+    assert gap == 1.0
+    for _ in range(20):  # a burst at 10 ms after a slow start
+        gap = smoothed_gap(gap, 0.01)
+    assert gather_delay(0.2, gap, 0.0) > 0
+    for _ in range(20):  # and slow again
+        gap = smoothed_gap(gap, 1.0)
+    assert gather_delay(0.2, gap, 0.0) == 0.0
 
 
 def test_the_commit_runs_in_the_committers_own_thread():

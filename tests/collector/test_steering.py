@@ -37,10 +37,10 @@ def group():
             s.close()
 
 
-def _accepted(group: list[socket.socket], count: int) -> list[int]:
-    """Open `count` connections to the group's port and say how many each listener got."""
+def _accepted(group: list[socket.socket], count: int, address: str = "127.0.0.1") -> list[int]:
+    """Open `count` connections to the group's address and port and say how many each listener got."""
     port = group[0].getsockname()[1]
-    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    clients = [socket.create_connection((address, port), timeout=10) for _ in range(count)]
     try:
         got = []
         for listener in group:
@@ -121,4 +121,26 @@ def test_the_group_is_counted_per_family():
         assert steering.listeners_like(listeners[2]) == 1
     finally:
         for s in listeners:
+            s.close()
+
+
+def test_a_replacement_listening_on_two_addresses_steers_each_group_to_its_own_listener():
+    """A worker listening on a name with two addresses is in two groups on one port. Each group's connections
+    must go to the replacement's listener in that group, never to a survivor's counted in the other."""
+    first = _listener()
+    port = first.getsockname()[1]
+    survivors = [first, _listener(port), _listener(port, "127.0.0.2")]
+    mine = [_listener(port), _listener(port, "127.0.0.2")]
+    try:
+        assert steering.steer(mine)
+        for address, replacement in (("127.0.0.1", mine[0]), ("127.0.0.2", mine[1])):
+            group = [s for s in survivors + mine if s.getsockname()[0] == address]
+            got = _accepted(group, 20, address)
+            assert got[group.index(replacement)] == 20 and sum(got) == 20
+        steering.unsteer(mine)
+        # Hashed again: the two survivors of that group get none of 40 with a chance of (1/3)^40.
+        group = [s for s in survivors + mine if s.getsockname()[0] == "127.0.0.1"]
+        assert sum(_accepted(group, 40)[:2]) > 0
+    finally:
+        for s in survivors + mine:
             s.close()
